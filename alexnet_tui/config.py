@@ -1,0 +1,112 @@
+"""The training configuration: one dataclass, validated once, read from and written to TOML."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from alexnet_tui.errors import UsageError
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+CACHE_MODES = ("disk", "off")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run. Defaults are the reference tutorial's recipe."""
+
+    data: str = "cats-vs-dogs"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-4
+    image_size: int = 227
+    num_classes: int | None = None
+    val_split: float = 0.2
+    test_split: float = 0.5
+    device: str = "auto"
+    workers: int | None = None
+    seed: int = 42
+    out: str | None = None
+    amp: str = "auto"
+    channels_last: bool = True
+    cache: str = "disk"
+    limit_batches: int | None = None
+    stop_on_nan: bool = True
+    demo_size: int = 600
+    resume: str | None = None
+
+    def validate(self) -> TrainConfig:
+        """Raise UsageError naming the first bad value and what to do about it."""
+        from alexnet_tui.model import smallest_image_size
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise UsageError(message)
+
+        need(self.epochs > 0, f"--epochs must be a positive whole number, got {self.epochs}")
+        need(self.batch_size > 0, f"--batch-size must be a positive whole number, got {self.batch_size}")
+        need(self.lr > 0, f"--lr must be a positive number, got {self.lr}")
+        low = smallest_image_size()
+        need(
+            low <= self.image_size <= 1024,
+            f"--image-size {self.image_size} is not one AlexNet can take: use {low}..1024 (227 is the tutorial's)",
+        )
+        need(
+            self.num_classes is None or self.num_classes >= 2,
+            f"--num-classes must be at least 2, got {self.num_classes}",
+        )
+        need(0 < self.val_split < 1, f"--val-split must be between 0 and 1, got {self.val_split}")
+        need(0 <= self.test_split < 1, f"--test-split must be in [0, 1), got {self.test_split}")
+        need(self.workers is None or self.workers >= 0, f"--workers must be 0 or more, got {self.workers}")
+        need(self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        need(self.cache in CACHE_MODES, f"--cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}")
+        need(
+            self.limit_batches is None or self.limit_batches > 0,
+            f"--limit-batches must be positive, got {self.limit_batches}",
+        )
+        need(self.demo_size >= 20, f"--demo-size must be at least 20, got {self.demo_size}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"{source}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read settings from a TOML file; keys may use dashes or underscores."""
+    try:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise UsageError(f"--config {path}: cannot read it as TOML ({error})") from None
+    values = {key.replace("-", "_"): value for key, value in raw.items()}
+    TrainConfig.from_dict(values, source=str(path))
+    return values
+
+
+def to_toml(config: TrainConfig) -> str:
+    """Write the settings as TOML (None means 'decide at run time' and is left out)."""
+    lines = []
+    for key, value in config.to_dict().items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        else:
+            text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"

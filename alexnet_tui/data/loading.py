@@ -1,0 +1,114 @@
+"""Turn --data into train/validation/test datasets: a scanned folder or the built-in demo set."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from alexnet_tui.config import TrainConfig
+from alexnet_tui.data.demo import DEMO_CLASSES, demo_tensors
+from alexnet_tui.data.images import FolderImages, TensorImages, cache_path
+from alexnet_tui.data.scan import scan_folder
+from alexnet_tui.errors import UsageError
+from alexnet_tui.paths import cache_dir
+
+
+@dataclass
+class DataBundle:
+    name: str
+    class_names: list[str]
+    train: Dataset
+    val: Dataset
+    test: Dataset | None
+    skipped: list[str] = field(default_factory=list)
+    root: Path | None = None
+    in_memory: bool = False  # True when decoding costs nothing, so loader workers would not help
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "root": str(self.root) if self.root else None,
+            "class_names": self.class_names,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test) if self.test is not None else 0,
+            "skipped": len(self.skipped),
+        }
+
+
+def split_indices(labels: list[int], val_split: float, test_split: float, seed: int) -> tuple[list[int], ...]:
+    """A seeded, per-class split: `val_split` of each class is held out from training and
+    `test_split` of the held-out part is kept for the final report, never for model selection."""
+    generator = torch.Generator().manual_seed(seed)
+    train: list[int] = []
+    val: list[int] = []
+    test: list[int] = []
+    for label in sorted(set(labels)):
+        members = [i for i, value in enumerate(labels) if value == label]
+        order = [members[i] for i in torch.randperm(len(members), generator=generator).tolist()]
+        held_out = min(len(order) - 1, max(1, round(len(order) * val_split)))
+        tested = round(held_out * test_split) if held_out > 1 else 0
+        test += order[:tested]
+        val += order[tested:held_out]
+        train += order[held_out:]
+    return sorted(train), sorted(val), sorted(test)
+
+
+def _subset_fingerprint(base: str, samples: list[tuple[str, int]]) -> str:
+    digest = hashlib.sha1(base.encode())
+    for path, label in samples:
+        digest.update(f"{path}\0{label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_data(config: TrainConfig) -> DataBundle:
+    if config.data == "demo":
+        return _demo_bundle(config)
+    if config.data == "cats-vs-dogs":
+        location = cache_dir() / "cats-vs-dogs"
+        if not location.exists():
+            raise UsageError(
+                "Cats vs Dogs is not downloaded yet: run `alexnet-tui download` first, or train on --data demo"
+            )
+        return _folder_bundle(config, location, "cats-vs-dogs")
+    return _folder_bundle(config, Path(config.data).expanduser(), Path(config.data).name or config.data)
+
+
+def _demo_bundle(config: TrainConfig) -> DataBundle:
+    images, labels = demo_tensors(config.demo_size, config.image_size, config.seed)
+    train, val, test = split_indices(labels.tolist(), config.val_split, config.test_split, config.seed)
+
+    def part(indices: list[int]) -> TensorImages:
+        return TensorImages(images[indices], labels[indices])
+
+    return DataBundle(
+        "demo", list(DEMO_CLASSES), part(train), part(val), part(test) if test else None, in_memory=True
+    )
+
+
+def _folder_bundle(config: TrainConfig, location: Path, name: str) -> DataBundle:
+    scan = scan_folder(location)
+    train, val, test = split_indices(
+        [label for _, label in scan.samples], config.val_split, config.test_split, config.seed
+    )
+
+    def part(split: str, indices: list[int], variant: str) -> FolderImages:
+        samples = [scan.samples[i] for i in indices]
+        cache = None
+        if config.cache == "disk":
+            cache = cache_path(_subset_fingerprint(scan.fingerprint, samples), split, variant, config.image_size)
+        return FolderImages(scan.root, samples, config.image_size, variant, cache)
+
+    return DataBundle(
+        name,
+        scan.class_names,
+        part("train", train, "train"),
+        part("val", val, "eval"),
+        part("test", test, "eval") if test else None,
+        skipped=scan.skipped,
+        root=scan.root,
+    )

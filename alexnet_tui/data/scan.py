@@ -1,0 +1,148 @@
+"""Find the class folders under --data and decode every candidate once to keep only good images."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from alexnet_tui.errors import UsageError
+from alexnet_tui.paths import cache_dir
+
+SCAN_FORMAT = 1
+
+
+@dataclass
+class ScanResult:
+    root: Path
+    class_names: list[str]
+    samples: list[tuple[str, int]]  # (path relative to root, class index)
+    skipped: list[str] = field(default_factory=list)
+    decoded: int = 0  # files decoded this time; the rest came from the scan cache
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the kept files or their labels change."""
+        digest = hashlib.sha1(str(self.root).encode())
+        for path, label in self.samples:
+            digest.update(f"{path}\0{label}\n".encode())
+        return digest.hexdigest()[:16]
+
+
+def find_class_root(path: Path) -> Path:
+    """The folder whose subfolders are the classes: PATH itself, or PATH/PetImages."""
+    if not path.exists():
+        raise UsageError(f"--data {path}: no such folder; give a folder with one subfolder per class, or --data demo")
+    if not path.is_dir():
+        raise UsageError(f"--data {path}: not a folder; give a folder with one subfolder per class")
+    if (path / "PetImages").is_dir():
+        return path / "PetImages"
+    return path
+
+
+def image_is_readable(path: str) -> bool:
+    """Decode the whole image: verify() misses truncated JPEGs, load() does not."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                image.load()
+                image.convert("RGB")
+        return True
+    except Exception:  # noqa: BLE001 - any decoder failure means "skip this file", which we count
+        return False
+
+
+def _check_all(paths: list[str]) -> list[bool]:
+    if len(paths) < 256:
+        return [image_is_readable(p) for p in paths]
+    workers = max(1, min(8, os.cpu_count() or 1))
+    # forkserver: the caller may be a multithreaded TUI, where fork is unsafe.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(image_is_readable, paths, chunksize=64))
+
+
+def _cache_file(root: Path) -> Path:
+    key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
+    return cache_dir() / "scans" / f"{key}.json"
+
+
+def _read_cache(path: Path, root: Path) -> dict[str, list]:
+    try:
+        cached = json.loads(path.read_text())
+        if cached.get("format") == SCAN_FORMAT and cached.get("root") == str(root):
+            return cached["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return {}
+
+
+def _write_cache(path: Path, root: Path, files: dict[str, list]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_suffix(f".tmp{os.getpid()}")
+        temp.write_text(json.dumps({"format": SCAN_FORMAT, "root": str(root), "files": files}))
+        os.replace(temp, path)
+    except OSError:
+        pass  # a cache we cannot write only costs the next start a rescan
+
+
+def scan_folder(path: str | Path) -> ScanResult:
+    """List class folders, decode new or changed files, and cache the verdicts by size and mtime."""
+    root = find_class_root(Path(path)).resolve()
+    class_names = sorted(
+        entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if not class_names:
+        raise UsageError(f"--data {path}: no class subfolders; put each class's images in a subfolder (e.g. Cat/, Dog/)")
+    cache_path = _cache_file(root)
+    cached = _read_cache(cache_path, root)
+    files: dict[str, list] = {}
+    labels: dict[str, int] = {}
+    to_check: list[str] = []
+    for label, name in enumerate(class_names):
+        for folder, subfolders, names in os.walk(root / name):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            for file_name in sorted(names):
+                if file_name.startswith("."):
+                    continue
+                full = os.path.join(folder, file_name)
+                relative = os.path.relpath(full, root)
+                try:
+                    stat = os.stat(full)
+                except OSError:
+                    continue
+                labels[relative] = label
+                previous = cached.get(relative)
+                if previous and previous[0] == stat.st_size and previous[1] == stat.st_mtime_ns:
+                    files[relative] = previous
+                else:
+                    files[relative] = [stat.st_size, stat.st_mtime_ns, False]
+                    to_check.append(relative)
+    verdicts = _check_all([str(root / relative) for relative in to_check])
+    for relative, ok in zip(to_check, verdicts, strict=True):
+        files[relative][2] = ok
+    if to_check or len(cached) != len(files):
+        _write_cache(cache_path, root, files)
+    samples = [(relative, labels[relative]) for relative, entry in files.items() if entry[2]]
+    skipped = [relative for relative, entry in files.items() if not entry[2]]
+    counts = [0] * len(class_names)
+    for _, label in samples:
+        counts[label] += 1
+    empty = [name for name, count in zip(class_names, counts, strict=True) if count == 0]
+    if len(class_names) - len(empty) < 2:
+        raise UsageError(
+            f"--data {path}: need at least two classes with readable images, found "
+            f"{len(class_names) - len(empty)} ({', '.join(class_names)})"
+        )
+    if empty:
+        raise UsageError(f"--data {path}: class folder {empty[0]!r} has no readable image; add images or remove it")
+    return ScanResult(root, class_names, samples, skipped, decoded=len(to_check))

@@ -1,0 +1,75 @@
+"""The one writer (atomic) and the one reader (weights_only, checked) of checkpoints."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alexnet_tui.errors import UsageError
+from alexnet_tui.model import ARCHITECTURE
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(UsageError):
+    """A checkpoint that cannot be used: named in one line, exit code 2."""
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write to a temp file beside the target, fsync, then os.replace: a reader sees the old file
+    or the new one, never half of one, even if the process dies mid-write."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(temp, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load with weights_only=True (no code runs from the file) and check it is one of ours."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        raise CheckpointError(
+            f"checkpoint {path}: refused, it holds more than weights and could run code ({first_line[:120]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path}: not a readable PyTorch checkpoint ({str(error)[:120]})") from None
+    if not isinstance(payload, dict) or payload.get("architecture") != ARCHITECTURE or "model" not in payload:
+        raise CheckpointError(f"checkpoint {path}: not an alexnet-tui checkpoint")
+    payload["path"] = str(path)
+    return payload
+
+
+def check_compatible(payload: dict[str, Any], num_classes: int, image_size: int, class_names: list[str]) -> None:
+    """Refuse a checkpoint made for another class count, image size or class list."""
+    where = payload.get("path", "checkpoint")
+    if payload["num_classes"] != num_classes:
+        raise CheckpointError(
+            f"{where}: made for {payload['num_classes']} classes, this data has {num_classes}"
+        )
+    if payload["image_size"] != image_size:
+        raise CheckpointError(
+            f"{where}: made for --image-size {payload['image_size']}, not {image_size}"
+        )
+    if list(payload["class_names"]) != list(class_names):
+        raise CheckpointError(
+            f"{where}: made for classes {', '.join(payload['class_names'])}, this data has {', '.join(class_names)}"
+        )

@@ -1,0 +1,53 @@
+"""Thread-safe requests to a running engine (stop, pause, resume, evaluate now), read at batch boundaries."""
+
+from __future__ import annotations
+
+import threading
+
+
+class Control:
+    def __init__(self) -> None:
+        self.stop_event = threading.Event()
+        self._running = threading.Event()  # cleared while paused
+        self._running.set()
+        self._evaluate = threading.Event()
+        self.stop_reason = "stop requested"
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        self.stop_reason = reason
+        self.stop_event.set()
+        self._running.set()  # a paused engine must wake up to stop
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def request_evaluation(self) -> None:
+        self._evaluate.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop_event.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def take_evaluation_request(self) -> bool:
+        """True once per request: the engine runs one evaluation for it."""
+        if self._evaluate.is_set():
+            self._evaluate.clear()
+            return True
+        return False
+
+    def wait_while_paused(self, timeout: float = 0.1) -> None:
+        self._running.wait(timeout)
+
+    def reset(self) -> None:
+        """Ready for another start after a stop."""
+        self.stop_event.clear()
+        self._evaluate.clear()
+        self._running.set()
+        self.stop_reason = "stop requested"

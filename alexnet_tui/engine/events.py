@@ -1,0 +1,144 @@
+"""Plain dataclass events the engine emits; every subscriber (UI, logs, metrics file, tests) reads these."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass
+class Event:
+    name: ClassVar[str] = "event"
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict with an `event` field; inf/nan become None (JSON has neither)."""
+        values = {"event": self.name, **dataclasses.asdict(self)}
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+
+
+@dataclass
+class RunStarted(Event):
+    name: ClassVar[str] = "run_started"
+    run_dir: str
+    device: str
+    amp: str
+    config: dict[str, Any]
+    dataset: dict[str, Any]
+    start_epoch: int
+    start_batch: int
+
+
+@dataclass
+class EpochStarted(Event):
+    name: ClassVar[str] = "epoch_started"
+    epoch: int
+    epochs: int
+    batches: int
+
+
+@dataclass
+class BatchEnd(Event):
+    name: ClassVar[str] = "batch"
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    loss: float
+    acc: float
+    running_loss: float
+    running_acc: float
+    images_per_sec: float
+
+
+@dataclass
+class EpochEnd(Event):
+    name: ClassVar[str] = "epoch"
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    images_per_sec: float
+    seconds: float
+    best: bool
+
+
+@dataclass
+class BestCheckpoint(Event):
+    name: ClassVar[str] = "best_checkpoint"
+    epoch: int
+    previous: float
+    current: float
+    path: str
+
+    @property
+    def message(self) -> str:
+        return f"val_loss has been improved from {self.previous:.5f} to {self.current:.5f}. Saving Model!"
+
+
+@dataclass
+class EvaluationStarted(Event):
+    name: ClassVar[str] = "evaluation_started"
+    split: str
+    batches: int
+
+
+@dataclass
+class EvaluationEnd(Event):
+    name: ClassVar[str] = "evaluation"
+    split: str
+    loss: float
+    acc: float
+    images: int
+    checkpoint: str | None
+
+
+@dataclass
+class StateChanged(Event):
+    """idle, training, paused, evaluating, stopped, finished, failed."""
+
+    name: ClassVar[str] = "state"
+    state: str
+
+
+@dataclass
+class Notice(Event):
+    """Something the user should read that is not a metric (skipped files, a saved checkpoint)."""
+
+    name: ClassVar[str] = "notice"
+    message: str
+    level: str = "info"
+
+
+@dataclass
+class Stopped(Event):
+    name: ClassVar[str] = "stopped"
+    epoch: int
+    batch: int
+    last_checkpoint: str | None
+    reason: str
+
+
+@dataclass
+class Finished(Event):
+    name: ClassVar[str] = "finished"
+    best_val_loss: float
+    test_loss: float
+    test_acc: float
+    seconds: float
+
+
+@dataclass
+class Failed(Event):
+    name: ClassVar[str] = "failed"
+    message: str
+    details: str = ""
+
+
+Subscriber = Callable[[Event], None]

@@ -1,0 +1,164 @@
+"""The --no-ui driver: the tutorial's log lines, a live bar only on a terminal, honest exit codes."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from alexnet_tui.config import TrainConfig
+from alexnet_tui.engine import Control, RunOutcome, Trainer
+from alexnet_tui.engine import events as ev
+from alexnet_tui.metrics import MetricsWriter
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+PLAIN_PROGRESS_EVERY_S = 10.0
+
+
+def format_epoch(event: ev.EpochEnd) -> str:
+    return (
+        f"epoch {event.epoch:02d}, loss: {event.train_loss:.5f}, acc: {event.train_acc:.5f}, "
+        f"val_loss: {event.val_loss:.5f}, val_accuracy: {event.val_acc:.5f}"
+    )
+
+
+class LineReporter:
+    """Prints the run as the tutorial did, plus where things are; also copies every line to train.log."""
+
+    def __init__(self, stream: TextIO = sys.stdout, live: bool | None = None) -> None:
+        self.stream = stream
+        self.live = stream.isatty() if live is None else live
+        self.log: TextIO | None = None
+        self._progress = None
+        self._task = None
+        self._last_plain = 0.0
+
+    def line(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, file=self.stream, flush=True)
+        if self.log is not None:
+            self.log.write(text + "\n")
+            self.log.flush()
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.RunStarted):
+            self.log = open(Path(event.run_dir) / "train.log", "a", encoding="utf-8")
+            data = event.dataset
+            self.line(f"run directory: {event.run_dir}")
+            self.line(f"device: {event.device}, mixed precision: {event.amp}")
+            self.line(
+                f"data: {data['name']}, {len(data['class_names'])} classes ({', '.join(data['class_names'])}), "
+                f"{data['train']} train / {data['val']} val / {data['test']} test images, {data['skipped']} skipped"
+            )
+            if event.start_epoch > 1 or event.start_batch > 0:
+                self.line(f"resuming at epoch {event.start_epoch:02d}, batch {event.start_batch}")
+        elif isinstance(event, ev.EpochStarted):
+            self._start_bar(event)
+        elif isinstance(event, ev.BatchEnd):
+            self._progress_update(event)
+        elif isinstance(event, ev.BestCheckpoint):
+            self._stop_bar()
+            self.line(f"[INFO] {event.message}")
+        elif isinstance(event, ev.EpochEnd):
+            self._stop_bar()
+            self.line(format_epoch(event) + f" ({event.images_per_sec:.1f} images/s, {event.seconds:.1f} s)")
+        elif isinstance(event, ev.EvaluationEnd):
+            if event.split == "test" or event.checkpoint:
+                self.line(f"evaluation loss: {event.loss:.5f}, evaluation accuracy: {event.acc:.5f}")
+                self.line(f"  ({event.images} {event.split} images never used to pick the checkpoint; best: {event.checkpoint})")
+        elif isinstance(event, ev.Notice):
+            self.line(f"[{event.level.upper()}] {event.message}")
+        elif isinstance(event, ev.Stopped):
+            self._stop_bar()
+            self.line(f"stopped at epoch {event.epoch:02d}, batch {event.batch} ({event.reason}); state saved to {event.last_checkpoint}")
+            self.line(f"resume with: alexnet-tui --no-ui --resume {Path(event.last_checkpoint or '.').parent}")
+        elif isinstance(event, ev.Finished):
+            self.line(f"finished in {event.seconds:.1f} s; best val_loss {event.best_val_loss:.5f}")
+        elif isinstance(event, ev.Failed):
+            self._stop_bar()
+            print(f"alexnet-tui: training failed: {event.message}", file=sys.stderr, flush=True)
+            if self.log is not None:
+                self.log.write(f"training failed: {event.message}\n{event.details}")
+                self.log.flush()
+
+    def _start_bar(self, event: ev.EpochStarted) -> None:
+        self._last_plain = time.monotonic()
+        if not self.live:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn(f"epoch {event.epoch:02d}/{event.epochs:02d}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=event.batches, stats="")
+
+    def _progress_update(self, event: ev.BatchEnd) -> None:
+        stats = f"loss {event.running_loss:.5f} acc {event.running_acc:.5f} {event.images_per_sec:.1f} img/s"
+        if self._progress is not None:
+            self._progress.update(self._task, completed=event.batch, stats=stats)
+        elif time.monotonic() - self._last_plain >= PLAIN_PROGRESS_EVERY_S or event.batch == event.batches:
+            self._last_plain = time.monotonic()
+            print(f"epoch {event.epoch:02d} batch {event.batch}/{event.batches} {stats}", file=self.stream, flush=True)
+
+    def _stop_bar(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def close(self) -> None:
+        self._stop_bar()
+        if self.log is not None:
+            self.log.close()
+
+
+def run_headless(config: TrainConfig) -> int:
+    """Train with line logs and a metrics file; the exit code says how it ended."""
+    control = Control()
+    received: list[int] = []
+
+    def on_signal(number: int, _frame: object) -> None:
+        if received and number == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl+C: stop now; checkpoint writes are atomic
+        received.append(number)
+        control.request_stop(f"{signal.Signals(number).name} received")
+
+    previous = {number: signal.signal(number, on_signal) for number in EXIT_SIGNAL}
+    if hasattr(signal, "SIGHUP"):
+        # The SSH session dying must not kill a run left in nohup or tmux.
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    reporter = LineReporter()
+    trainer = Trainer(config, [reporter], control)
+    metrics: MetricsWriter | None = None
+    try:
+        print(f"preparing data: {config.data} ...", flush=True)
+        trainer.prepare()
+        assert trainer.run_dir is not None
+        metrics = MetricsWriter(trainer.run_dir / "metrics.jsonl")
+        trainer.subscribe(metrics)
+        outcome = trainer.fit()
+    except KeyboardInterrupt:
+        print("alexnet-tui: interrupted; checkpoints on disk are whole (written atomically)", file=sys.stderr)
+        return EXIT_SIGNAL[signal.SIGINT]
+    finally:
+        trainer.close()
+        reporter.close()
+        if metrics is not None:
+            metrics.close()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if outcome is RunOutcome.FINISHED:
+        return EXIT_OK
+    if outcome is RunOutcome.STOPPED:
+        return EXIT_SIGNAL.get(received[0], 130) if received else 130
+    return EXIT_FAILED

@@ -1,0 +1,93 @@
+"""The reference tutorial's AlexNet, layer for layer, and its torchsummary table."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import torch
+from torch import nn
+
+TUTORIAL_IMAGE_SIZE = 227
+ARCHITECTURE = "alexnet-2012-tutorial"
+
+
+def _pooled_side(image_size: int) -> int:
+    """Side of the last feature map for a square input (conv1 11/4, three 3/2 max-pools)."""
+    side = (image_size - 11) // 4 + 1
+    for _ in range(3):
+        side = (side - 3) // 2 + 1
+    return side
+
+
+def smallest_image_size() -> int:
+    size = 11
+    while _pooled_side(size) < 1:
+        size += 1
+    return size
+
+
+class AlexNet(nn.Module):
+    """AlexNet as the tutorial wrote it; at 227x227 nothing is added, elsewhere the
+    features are pooled adaptively to 6x6 so the classifier stays 9216 -> 4096."""
+
+    def __init__(self, num_classes: int, image_size: int = TUTORIAL_IMAGE_SIZE) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.image_size = image_size
+        layers: list[nn.Module] = [
+            nn.Conv2d(3, 96, kernel_size=11, stride=4),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(96, 256, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(256, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        ]
+        if _pooled_side(image_size) != 6:
+            layers.append(nn.AdaptiveAvgPool2d((6, 6)))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=0.5),
+            nn.Linear(256 * 6 * 6, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=0.5),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # flatten, not view: a channels_last feature map is not contiguous in NCHW order.
+        return self.classifier(torch.flatten(self.features(images), 1))
+
+
+def summary_text(model: AlexNet, device: torch.device | str = "cpu") -> str:
+    """torchsummary's table as a string, computed without touching the model's state."""
+    from torchsummary import summary
+
+    device = torch.device(device)
+    was_training = model.training
+    moved = next(model.parameters()).device != device
+    original_device = next(model.parameters()).device
+    if moved:
+        model.to(device)
+    buffer = io.StringIO()
+    # torchsummary only prints, knows only "cuda" (the current device) and "cpu",
+    # and runs a forward pass: keep it out of autograd and out of dropout.
+    cuda_context = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    try:
+        model.eval()
+        with torch.no_grad(), cuda_context, contextlib.redirect_stdout(buffer):
+            summary(model, (3, model.image_size, model.image_size), device=device.type)
+    finally:
+        model.train(was_training)
+        if moved:
+            model.to(original_device)
+    return buffer.getvalue()
