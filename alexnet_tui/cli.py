@@ -31,28 +31,39 @@ def train_parser() -> Parser:
     # default=None everywhere: only options the user typed override the TOML file and the checkpoint.
     add("--no-ui", action="store_true", help="run headless: line logs, for nohup, tmux, CI and clusters")
     add("--config", metavar="TOML", help="read settings from a TOML file (keys as below, - or _)")
-    add("--data", help="image folder with one subfolder per class (or holding PetImages/), 'demo' "
-        "for the built-in generated set, or 'cats-vs-dogs' (the downloaded copy; the default)")
+    add(
+        "--data",
+        help="image folder with one subfolder per class (or holding PetImages/), 'demo' "
+        "for the built-in generated set, or 'cats-vs-dogs' (the downloaded copy; the default)",
+    )
     add("--epochs", type=int, help="epochs to train (default 10)")
     add("--batch-size", type=int, help="images per batch (default 32)")
     add("--lr", type=float, help="Adam learning rate (default 1e-4)")
     add("--image-size", type=int, help="input side in pixels (default 227, the tutorial's)")
     add("--num-classes", type=int, help="output classes (default: the number of class folders)")
     add("--val-split", type=float, help="fraction held out from training (default 0.2: an 80/20 split)")
-    add("--test-split", type=float, help="fraction of the held-out images kept for the final report and never "
-        "used to pick the checkpoint (default 0.5; 0 reports on the validation images)")
+    add(
+        "--test-split",
+        type=float,
+        help="fraction of the held-out images kept for the final report and never "
+        "used to pick the checkpoint (default 0.5; 0 reports on the validation images)",
+    )
     add("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     add("--workers", type=int, help="data loader processes (default: by CPU count)")
     add("--seed", type=int, help="random seed for the split, shuffling and initial weights (default 42)")
     add("--out", help="run directory (default runs/<timestamp>)")
     add("--resume", metavar="RUN_DIR|last.pt", help="continue a stopped run from its last.pt")
     add("--amp", choices=AMP_MODES, help="mixed precision (default auto: bf16 on CUDA and on CPUs with native bf16)")
-    add("--no-channels-last", dest="channels_last", action="store_false", default=None,
-        help="keep NCHW memory layout")
+    add("--no-channels-last", dest="channels_last", action="store_false", default=None, help="keep NCHW memory layout")
     add("--cache", choices=CACHE_MODES, help="keep decoded, resized images in a file cache (default disk)")
     add("--limit-batches", type=int, help="at most this many batches per epoch and evaluation (quick tries)")
-    add("--no-stop-on-nan", dest="stop_on_nan", action="store_false", default=None,
-        help="keep training when the loss becomes NaN or inf")
+    add(
+        "--no-stop-on-nan",
+        dest="stop_on_nan",
+        action="store_false",
+        default=None,
+        help="keep training when the loss becomes NaN or inf",
+    )
     add("--demo-size", type=int, help="images in the demo set (default 600)")
     return parser
 

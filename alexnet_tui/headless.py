@@ -70,12 +70,17 @@ class LineReporter:
         elif isinstance(event, ev.EvaluationEnd):
             if event.split == "test" or event.checkpoint:
                 self.line(f"evaluation loss: {event.loss:.5f}, evaluation accuracy: {event.acc:.5f}")
-                self.line(f"  ({event.images} {event.split} images never used to pick the checkpoint; best: {event.checkpoint})")
+                self.line(
+                    f"  ({event.images} {event.split} images; best checkpoint: {event.checkpoint})"
+                )
         elif isinstance(event, ev.Notice):
             self.line(f"[{event.level.upper()}] {event.message}")
         elif isinstance(event, ev.Stopped):
             self._stop_bar()
-            self.line(f"stopped at epoch {event.epoch:02d}, batch {event.batch} ({event.reason}); state saved to {event.last_checkpoint}")
+            self.line(
+                f"stopped at epoch {event.epoch:02d}, batch {event.batch} ({event.reason}); "
+                f"state saved to {event.last_checkpoint}"
+            )
             self.line(f"resume with: alexnet-tui --no-ui --resume {Path(event.last_checkpoint or '.').parent}")
         elif isinstance(event, ev.Finished):
             self.line(f"finished in {event.seconds:.1f} s; best val_loss {event.best_val_loss:.5f}")

@@ -85,9 +85,7 @@ def _demo_bundle(config: TrainConfig) -> DataBundle:
     def part(indices: list[int]) -> TensorImages:
         return TensorImages(images[indices], labels[indices])
 
-    return DataBundle(
-        "demo", list(DEMO_CLASSES), part(train), part(val), part(test) if test else None, in_memory=True
-    )
+    return DataBundle("demo", list(DEMO_CLASSES), part(train), part(val), part(test) if test else None, in_memory=True)
 
 
 def _folder_bundle(config: TrainConfig, location: Path, name: str) -> DataBundle:

@@ -98,11 +98,11 @@ def _write_cache(path: Path, root: Path, files: dict[str, list]) -> None:
 def scan_folder(path: str | Path) -> ScanResult:
     """List class folders, decode new or changed files, and cache the verdicts by size and mtime."""
     root = find_class_root(Path(path)).resolve()
-    class_names = sorted(
-        entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
-    )
+    class_names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
     if not class_names:
-        raise UsageError(f"--data {path}: no class subfolders; put each class's images in a subfolder (e.g. Cat/, Dog/)")
+        raise UsageError(
+            f"--data {path}: no class subfolders; put each class's images in a subfolder (e.g. Cat/, Dog/)"
+        )
     cache_path = _cache_file(root)
     cached = _read_cache(cache_path, root)
     files: dict[str, list] = {}

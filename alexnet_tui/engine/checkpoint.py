@@ -46,10 +46,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
-        raise CheckpointError(
-            f"checkpoint {path}: refused, it holds more than weights and could run code ({first_line[:120]})"
-        ) from None
+        text = str(error)
+        if "Unsupported global" in text:
+            culprit = next((line.strip() for line in text.splitlines() if "Unsupported" in line), "")
+            raise CheckpointError(
+                f"checkpoint {path}: refused, it holds objects that could run code, not just weights ({culprit[:100]})"
+            ) from None
+        raise CheckpointError(f"checkpoint {path}: not a readable PyTorch checkpoint") from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path}: not a readable PyTorch checkpoint ({str(error)[:120]})") from None
     if not isinstance(payload, dict) or payload.get("architecture") != ARCHITECTURE or "model" not in payload:
@@ -62,13 +65,9 @@ def check_compatible(payload: dict[str, Any], num_classes: int, image_size: int,
     """Refuse a checkpoint made for another class count, image size or class list."""
     where = payload.get("path", "checkpoint")
     if payload["num_classes"] != num_classes:
-        raise CheckpointError(
-            f"{where}: made for {payload['num_classes']} classes, this data has {num_classes}"
-        )
+        raise CheckpointError(f"{where}: made for {payload['num_classes']} classes, this data has {num_classes}")
     if payload["image_size"] != image_size:
-        raise CheckpointError(
-            f"{where}: made for --image-size {payload['image_size']}, not {image_size}"
-        )
+        raise CheckpointError(f"{where}: made for --image-size {payload['image_size']}, not {image_size}")
     if list(payload["class_names"]) != list(class_names):
         raise CheckpointError(
             f"{where}: made for classes {', '.join(payload['class_names'])}, this data has {', '.join(class_names)}"

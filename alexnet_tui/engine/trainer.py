@@ -133,7 +133,9 @@ class Trainer:
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255
         std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255
         self.mean, self.std = mean, std
-        self.train_sampler = EpochBatchSampler(len(self.data.train), config.batch_size, config.seed, config.limit_batches)
+        self.train_sampler = EpochBatchSampler(
+            len(self.data.train), config.batch_size, config.seed, config.limit_batches
+        )
         if resumed is not None:
             self._restore(resumed)
         (self.run_dir / "config.toml").write_text(to_toml(config))
@@ -178,7 +180,13 @@ class Trainer:
         workers = self.config.workers
         if workers is None:
             workers = 0 if self.data.in_memory else max(1, min(4, (os.cpu_count() or 1) - 1))
-        options: dict[str, Any] = {"num_workers": workers, "pin_memory": self.device.type == "cuda"}
+        options: dict[str, Any] = {
+            "num_workers": workers,
+            "pin_memory": self.device.type == "cuda",
+            # Its own generator: a loader seeding its workers from the global RNG would shift the
+            # dropout masks of a resumed run away from those of an uninterrupted one.
+            "generator": torch.Generator().manual_seed(self.config.seed),
+        }
         if workers > 0:
             # forkserver, not fork: the TUI process is multithreaded, and fork copies held locks.
             options.update(multiprocessing_context="forkserver", persistent_workers=True, prefetch_factor=4)
@@ -213,7 +221,9 @@ class Trainer:
         return torch.rand(size, generator=generator) < 0.5
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
 
     def train_one_epoch(self, epoch: int) -> bool:
         """Train from self.batch to the end of the epoch; False if a stop request ended it early."""
@@ -246,8 +256,15 @@ class Trainer:
                 seen += count
                 self.emit(
                     ev.BatchEnd(
-                        epoch, config.epochs, first + offset + 1, batches,
-                        loss, hits / max(count, 1), loss_sum / max(seen, 1), correct / max(seen, 1), rate,
+                        epoch,
+                        config.epochs,
+                        first + offset + 1,
+                        batches,
+                        loss,
+                        hits / max(count, 1),
+                        loss_sum / max(seen, 1),
+                        correct / max(seen, 1),
+                        rate,
                     )
                 )
             window.clear()
@@ -394,8 +411,13 @@ class Trainer:
         start = time.perf_counter()
         self.emit(
             ev.RunStarted(
-                str(self.run_dir), describe(self.device), str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
-                config.to_dict(), self.data.summary(), self.epoch, self.batch,
+                str(self.run_dir),
+                describe(self.device),
+                str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+                config.to_dict(),
+                self.data.summary(),
+                self.epoch,
+                self.batch,
             )
         )
         if self.data.skipped:
@@ -422,8 +444,15 @@ class Trainer:
                 self.save_last()
                 self.emit(
                     ev.EpochEnd(
-                        epoch, config.epochs, loss_sum / max(seen, 1), correct / max(seen, 1), val_loss, val_acc,
-                        seen / max(seconds, 1e-9), seconds, improved,
+                        epoch,
+                        config.epochs,
+                        loss_sum / max(seen, 1),
+                        correct / max(seen, 1),
+                        val_loss,
+                        val_acc,
+                        seen / max(seconds, 1e-9),
+                        seconds,
+                        improved,
                     )
                 )
             return self._finish(start)
