@@ -70,9 +70,7 @@ class LineReporter:
         elif isinstance(event, ev.EvaluationEnd):
             if event.split == "test" or event.checkpoint:
                 self.line(f"evaluation loss: {event.loss:.5f}, evaluation accuracy: {event.acc:.5f}")
-                self.line(
-                    f"  ({event.images} {event.split} images; best checkpoint: {event.checkpoint})"
-                )
+                self.line(f"  ({event.images} {event.split} images; best checkpoint: {event.checkpoint})")
         elif isinstance(event, ev.Notice):
             self.line(f"[{event.level.upper()}] {event.message}")
         elif isinstance(event, ev.Stopped):

@@ -28,7 +28,11 @@ def test_fit_emits_the_run_and_writes_checkpoints(tmp_path):
     assert all(0 <= b.running_acc <= 1 and b.images_per_sec > 0 for b in batches)
     epochs = [e for e in events if isinstance(e, ev.EpochEnd)]
     assert [e.epoch for e in epochs] == [1, 2]
-    assert math.isclose(epochs[0].train_loss, sum(b.loss * min(8, train_images - 8 * i) for i, b in enumerate(batches[:5])) / train_images, rel_tol=1e-6)
+    assert math.isclose(
+        epochs[0].train_loss,
+        sum(b.loss * min(8, train_images - 8 * i) for i, b in enumerate(batches[:5])) / train_images,
+        rel_tol=1e-6,
+    )
     best = [e for e in events if isinstance(e, ev.BestCheckpoint)]
     assert best[0].previous == math.inf and best[0].message.startswith("val_loss has been improved from inf to")
     final = [e for e in events if isinstance(e, ev.EvaluationEnd)][-1]

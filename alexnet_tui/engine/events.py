@@ -97,6 +97,7 @@ class EvaluationEnd(Event):
     acc: float
     images: int
     checkpoint: str | None
+    requested: bool = False  # asked for by the user, not the end-of-epoch validation
 
 
 @dataclass

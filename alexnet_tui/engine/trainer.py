@@ -306,7 +306,7 @@ class Trainer:
     def _at_boundary(self, epoch: int, evaluate_now: bool) -> bool:
         """Serve pause and evaluate-now requests; False when the run must stop here."""
         if evaluate_now and not self.control.stop_requested:
-            self.evaluate("val")
+            self.evaluate("val", requested=True)
             if not self.control.paused:
                 self._state("training")
         if self.control.paused and not self.control.stop_requested:
@@ -314,7 +314,7 @@ class Trainer:
             while self.control.paused and not self.control.stop_requested:
                 self.control.wait_while_paused()
                 if self.control.take_evaluation_request():
-                    self.evaluate("val")
+                    self.evaluate("val", requested=True)
                     self._state("paused")
             if not self.control.stop_requested:
                 self._state("training")
@@ -329,7 +329,7 @@ class Trainer:
         self._state("stopped")
 
     @torch.inference_mode()
-    def evaluate(self, split: str = "val") -> tuple[float, float] | None:
+    def evaluate(self, split: str = "val", requested: bool = False) -> tuple[float, float] | None:
         """Loss and accuracy on a split; None if a stop request cut it short."""
         was_training = self.model.training
         self.model.eval()
@@ -359,7 +359,7 @@ class Trainer:
             self.model.train(was_training)
         loss, acc = total_loss / max(total, 1), total_hits / max(total, 1)
         checkpoint = str(self.run_dir / "best.pt") if split == "test" else None
-        self.emit(ev.EvaluationEnd(split, loss, acc, int(total), checkpoint))
+        self.emit(ev.EvaluationEnd(split, loss, acc, int(total), checkpoint, requested))
         return loss, acc
 
     # ---- checkpoints --------------------------------------------------------------------------

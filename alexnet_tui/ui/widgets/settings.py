@@ -1,0 +1,51 @@
+"""The hyperparameter form shown before the first start."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Input, Label
+
+from alexnet_tui.config import TrainConfig
+from alexnet_tui.errors import UsageError
+
+FIELDS: list[tuple[str, str, type]] = [
+    ("data", "data (folder, demo, cats-vs-dogs)", str),
+    ("epochs", "epochs", int),
+    ("batch_size", "batch size", int),
+    ("lr", "learning rate", float),
+    ("image_size", "image size", int),
+    ("device", "device (auto, cpu, cuda:N)", str),
+]
+
+
+class SettingsForm(Vertical):
+    """Edits a copy of the config; read_config() validates it with the same rules as the CLI."""
+
+    DEFAULT_CSS = """
+    SettingsForm { width: 38; height: auto; padding: 0 1; }
+    SettingsForm Label { margin-top: 0; color: $text-muted; }
+    SettingsForm Input { height: 1; border: none; padding: 0 1; background: $boost; }
+    SettingsForm Input:focus { background: $accent 30%; }
+    SettingsForm #settings-hint { margin-top: 1; color: $text; }
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(id="settings")
+        self.config = config
+
+    def compose(self) -> ComposeResult:
+        for name, label, _ in FIELDS:
+            yield Label(label)
+            yield Input(str(getattr(self.config, name)), id=f"field-{name}", compact=True)
+        yield Label("tab: edit fields  enter: start\nesc: leave field  s: start", id="settings-hint")
+
+    def read_config(self, base: TrainConfig) -> TrainConfig:
+        values = base.to_dict()
+        for name, label, kind in FIELDS:
+            text = self.query_one(f"#field-{name}", Input).value.strip()
+            try:
+                values[name] = kind(text)
+            except ValueError:
+                raise UsageError(f"{label}: {text!r} is not a valid {kind.__name__}") from None
+        return TrainConfig.from_dict(values).validate()

@@ -1,0 +1,179 @@
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from alexnet_tui.config import TrainConfig
+from alexnet_tui.ui.app import AlexNetApp
+from tests.conftest import tiny_config
+from tests.fake_trainer import ScriptedTrainer
+
+
+async def wait_for(pilot, condition, timeout: float = 120) -> None:
+    for _ in range(int(timeout / 0.1)):
+        if condition():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def rows(app: AlexNetApp, table: str = "#batches") -> int:
+    return app.query_one(table, DataTable).row_count
+
+
+@pytest.mark.asyncio
+async def test_start_streams_rows_and_finishes_with_checkpoints(tmp_path):
+    app = AlexNetApp(tiny_config(tmp_path, epochs=1))
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        assert app.state == "idle"
+        await pilot.press("s")
+        await wait_for(pilot, lambda: rows(app) > 0)
+        await wait_for(pilot, lambda: app.state == "finished")
+        assert rows(app) == 5
+        assert (tmp_path / "run" / "best.pt").exists()
+        assert any("Saving Model!" in n.message for n in app._notifications)
+        await pilot.press("q")
+    assert app.return_value == 0
+
+
+@pytest.mark.asyncio
+async def test_stop_saves_then_start_goes_on_and_evaluate_adds_a_row(tmp_path):
+    app = AlexNetApp(tiny_config(tmp_path, epochs=2))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: rows(app) >= 2)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: app.state == "stopped")
+        assert (tmp_path / "run" / "last.pt").exists()
+        stopped_at = rows(app)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: app.state == "stopped" and rows(app, "#epochs") == 1)
+        assert app.query_one("#epochs", DataTable).get_row_at(0)[0] == "eval"
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.state == "finished")
+        first_after = app.query_one("#batches", DataTable).get_row_at(stopped_at)
+        assert first_after[1] == f"{stopped_at + 1}/5"  # resumed at the next batch, not from the start
+        await pilot.press("q")
+
+
+@pytest.mark.asyncio
+async def test_pause_stops_new_rows_until_resumed(tmp_path):
+    app = AlexNetApp(tiny_config(tmp_path, epochs=1))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: rows(app) >= 1)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: app.state == "paused")
+        count = rows(app)
+        await pilot.pause(1.5)
+        assert rows(app) == count
+        await pilot.press("p")
+        await wait_for(pilot, lambda: app.state == "finished")
+        assert rows(app) == 5
+        await pilot.press("q")
+
+
+@pytest.mark.asyncio
+async def test_quit_while_training_asks_then_leaves_no_thread(tmp_path):
+    before = {t.ident for t in threading.enumerate()}
+    app = AlexNetApp(tiny_config(tmp_path, epochs=3))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: rows(app) >= 1)
+        await pilot.press("q")
+        await pilot.pause(0.2)
+        assert app.is_running and app.screen.__class__.__name__ == "ConfirmQuit"
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not app.is_running, timeout=60)
+    await asyncio.sleep(0.5)
+    # asyncio_N are the event loop's own executor threads, not the engine's.
+    left = [t.name for t in threading.enumerate() if t.ident not in before and not t.name.startswith("asyncio_")]
+    assert left == []
+    assert (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.asyncio
+async def test_bad_settings_are_refused_in_the_form(tmp_path):
+    app = AlexNetApp(tiny_config(tmp_path))
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        app.query_one("#field-epochs", Input).value = "0"
+        await pilot.press("s")
+        await wait_for(pilot, lambda: any("--epochs must be a positive" in n.message for n in app._notifications))
+        assert app.state == "idle"
+        app.query_one("#field-epochs", Input).value = "1"
+        app.query_one("#field-data", Input).value = str(tmp_path / "missing")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: any("no such folder" in n.message for n in app._notifications))
+        assert app.state == "idle"
+
+
+@pytest.mark.asyncio
+async def test_engine_exception_is_shown_and_a_second_start_works(tmp_path):
+    class Flaky(ScriptedTrainer):
+        calls = 0
+
+        def fit(self):
+            Flaky.calls += 1
+            self.fail_with = RuntimeError("disk on fire") if Flaky.calls == 1 else None
+            return super().fit()
+
+    app = AlexNetApp(TrainConfig(data="demo"), trainer_factory=Flaky)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.state == "failed")
+        await wait_for(pilot, lambda: any("disk on fire" in n.message for n in app._notifications))
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.state == "finished")
+
+
+def scripted_app(hold_at=None) -> AlexNetApp:
+    class Scripted(ScriptedTrainer):
+        pass
+
+    Scripted.hold_at = hold_at
+    return AlexNetApp(TrainConfig(data="demo", epochs=2), trainer_factory=Scripted)
+
+
+async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.3)
+
+
+def test_snapshot_idle_with_summary(snap_compare):
+    async def run_before(pilot):
+        await wait_for(pilot, lambda: "Conv2d-1" in str(pilot.app.query_one(".summary").render()))
+        await pilot.pause(0.2)
+
+    assert snap_compare(scripted_app(), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_snapshot_idle_80x24(snap_compare):
+    async def run_before(pilot):
+        await wait_for(pilot, lambda: "Conv2d-1" in str(pilot.app.query_one(".summary").render()))
+        await pilot.pause(0.2)
+
+    assert snap_compare(scripted_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_snapshot_training(snap_compare):
+    async def run_before(pilot):
+        await pilot.press("s")
+        await wait_for(pilot, lambda: rows(pilot.app) == 10)
+        await pilot.pause(0.3)
+
+    assert snap_compare(scripted_app(hold_at=(2, 4)), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_snapshot_finished(snap_compare):
+    async def run_before(pilot):
+        await pilot.press("s")
+        await settle(pilot)
+        await wait_for(pilot, lambda: pilot.app.state == "finished")
+
+    assert snap_compare(scripted_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_tcss_is_shipped():
+    assert (Path(__file__).parents[1] / "alexnet_tui" / "ui" / "app.tcss").exists()
