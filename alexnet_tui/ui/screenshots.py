@@ -1,0 +1,55 @@
+"""Make screenshots/*.svg from the real app and the real engine on the built-in demo data:
+`python -m alexnet_tui.ui.screenshots` (takes a few minutes on a CPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from alexnet_tui.config import TrainConfig
+from alexnet_tui.ui.app import AlexNetApp
+
+
+async def wait_for(pilot, condition, timeout: float = 600) -> None:
+    for _ in range(int(timeout / 0.1)):
+        if condition():
+            return
+        await pilot.pause(0.1)
+    raise TimeoutError("the app did not reach the expected state")
+
+
+async def take(folder: Path) -> None:
+    folder = folder.resolve()
+    with tempfile.TemporaryDirectory() as work:
+        os.chdir(work)  # the run lands in ./runs/demo, as a user's would
+        config = TrainConfig(data="demo", image_size=96, epochs=3, demo_size=300, out="runs/demo")
+        app = AlexNetApp(config)
+        async with app.run_test(size=(100, 30), notifications=True) as pilot:
+            await wait_for(pilot, lambda: "Conv2d-1" in str(app.query_one(".summary").render()))
+            app.save_screenshot("idle.svg", str(folder))
+            await pilot.press("s")
+            await wait_for(pilot, lambda: app.query_one("#batches").row_count >= 6)
+            await pilot.pause(0.3)
+            app.save_screenshot("training.svg", str(folder))
+            await wait_for(pilot, lambda: any("Saving Model!" in n.message for n in app._notifications))
+            await pilot.pause(0.5)
+            app.save_screenshot("best-checkpoint.svg", str(folder))
+            await wait_for(pilot, lambda: app.state == "finished")
+            await pilot.pause(0.5)
+            app.save_screenshot("finished.svg", str(folder))
+            await pilot.press("q")
+
+
+def main() -> int:
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    asyncio.run(take(folder))
+    print(f"screenshots written to {folder}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
