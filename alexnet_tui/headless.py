@@ -28,9 +28,9 @@ def format_epoch(event: ev.EpochEnd) -> str:
 class LineReporter:
     """Prints the run as the tutorial did, plus where things are; also copies every line to train.log."""
 
-    def __init__(self, stream: TextIO = sys.stdout, live: bool | None = None) -> None:
-        self.stream = stream
-        self.live = stream.isatty() if live is None else live
+    def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
         self.log: TextIO | None = None
         self._progress = None
         self._task = None

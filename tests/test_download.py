@@ -155,3 +155,29 @@ def test_file_url_and_sha256(tmp_path):
     assert main(["download", "--url", source.as_uri(), "--dest", str(dest), "--sha256", "0" * 64]) == 1
     good = hashlib.sha256(payload).hexdigest()
     assert main(["download", "--url", source.as_uri(), "--dest", str(dest), "--sha256", good]) == 0
+
+
+@pytest.mark.asyncio
+async def test_tui_offers_to_download_or_use_the_demo_set(tmp_path, serve, monkeypatch):
+    from alexnet_tui import download
+    from alexnet_tui.config import TrainConfig
+    from alexnet_tui.ui.app import AlexNetApp
+    from tests.fake_trainer import ScriptedTrainer
+    from tests.test_ui import wait_for
+
+    monkeypatch.setattr(download, "DEFAULT_URL", serve(make_zip(tmp_path)).url)
+    app = AlexNetApp(TrainConfig(), trainer_factory=ScriptedTrainer)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "DownloadOffer")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: app.state == "finished", timeout=60)
+        assert (download.default_dest() / "PetImages" / "Cat").is_dir()
+    (download.default_dest()).rename(tmp_path / "moved")
+    app = AlexNetApp(TrainConfig(), trainer_factory=ScriptedTrainer)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "DownloadOffer")
+        await pilot.press("m")
+        await wait_for(pilot, lambda: app.state == "finished", timeout=60)
+        assert app.config.data == "demo"

@@ -19,6 +19,10 @@ class CheckpointError(UsageError):
     """A checkpoint that cannot be used: named in one line, exit code 2."""
 
 
+class CheckpointSaveError(OSError):
+    """Saving failed (disk full, folder gone, no permission); the previous file is untouched."""
+
+
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     """Write to a temp file beside the target, fsync, then os.replace: a reader sees the old file
     or the new one, never half of one, even if the process dies mid-write."""
@@ -30,6 +34,11 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
+    except OSError as error:
+        temp.unlink(missing_ok=True)
+        raise CheckpointSaveError(
+            f"could not save {path} ({error.strerror or error}); the previous {path.name} is intact"
+        ) from error
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

@@ -20,7 +20,13 @@ from alexnet_tui.config import TrainConfig, to_toml
 from alexnet_tui.data import DataBundle, load_data
 from alexnet_tui.data.images import UNREADABLE
 from alexnet_tui.engine import events as ev
-from alexnet_tui.engine.checkpoint import CHECKPOINT_FORMAT, check_compatible, load_checkpoint, save_checkpoint
+from alexnet_tui.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointSaveError,
+    check_compatible,
+    load_checkpoint,
+    save_checkpoint,
+)
 from alexnet_tui.engine.control import Control
 from alexnet_tui.engine.device import describe, resolve_amp, resolve_device
 from alexnet_tui.errors import UsageError
@@ -150,6 +156,9 @@ class Trainer:
                 raise UsageError(
                     f"--out {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
                 )
+        # A run killed mid-save (kill -9) leaves its temp file; this run is now the folder's only writer.
+        for leftover in run_dir.glob(".*.pt.tmp*"):
+            leftover.unlink(missing_ok=True)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             probe = run_dir / f".write-test-{os.getpid()}"
@@ -245,6 +254,9 @@ class Trainer:
             now = time.perf_counter()
             rate = window_images / max(now - window_start, 1e-9)
             first = self.batch - len(rows)
+            unreadable = window_images - int(sum(row[2] for row in rows))
+            if unreadable:
+                self.emit(ev.Notice(f"{unreadable} image(s) became unreadable after the scan; skipped", "warning"))
             for offset, (loss, hits, count) in enumerate(rows):
                 if config.stop_on_nan and not math.isfinite(loss):
                     raise TrainingDiverged(
@@ -437,11 +449,15 @@ class Trainer:
                 loss_sum, correct, seen, seconds = self.partial
                 improved = val_loss < self.best_val_loss
                 if improved:
-                    previous, self.best_val_loss, self.best_epoch = self.best_val_loss, val_loss, epoch
-                    path = self._save_best()
-                    self.emit(ev.BestCheckpoint(epoch, previous, val_loss, str(path)))
+                    previous = (self.best_val_loss, self.best_epoch)
+                    self.best_val_loss, self.best_epoch = val_loss, epoch
+                    try:
+                        path = self._save_best()
+                    except CheckpointSaveError:
+                        self.best_val_loss, self.best_epoch = previous  # so a retry saves it again
+                        raise
+                    self.emit(ev.BestCheckpoint(epoch, previous[0], val_loss, str(path)))
                 self.epoch, self.batch, self.partial = epoch + 1, 0, [0.0, 0.0, 0.0, 0.0]
-                self.save_last()
                 self.emit(
                     ev.EpochEnd(
                         epoch,
@@ -455,9 +471,13 @@ class Trainer:
                         improved,
                     )
                 )
+                self.save_last()
             return self._finish(start)
         except TrainingDiverged as error:
             return self._fail(str(error))
+        except CheckpointSaveError as error:
+            # The weights and optimizer stay in memory: fix the disk and start again to save and go on.
+            return self._fail(f"{error}; training state is kept in memory, fix it and start again (s in the TUI)")
         except torch.OutOfMemoryError:
             message = (
                 f"out of memory on {self.device} at batch size {config.batch_size}; "

@@ -18,13 +18,14 @@ from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, RichLo
 from textual.worker import Worker, WorkerState
 
 from alexnet_tui.config import TrainConfig
+from alexnet_tui.download import default_dest
 from alexnet_tui.engine import Control, Trainer
 from alexnet_tui.engine import events as ev
 from alexnet_tui.errors import UsageError
 from alexnet_tui.headless import format_epoch
 from alexnet_tui.metrics import MetricsWriter
 from alexnet_tui.paths import cache_dir
-from alexnet_tui.ui.screens import ConfirmQuit, HelpScreen
+from alexnet_tui.ui.screens import ConfirmQuit, DownloadOffer, HelpScreen
 from alexnet_tui.ui.widgets.settings import SettingsForm
 
 REFRESH_HZ = 10  # the screen follows the engine at most this often, however fast batches come
@@ -79,7 +80,7 @@ class AlexNetApp(App[int]):
         self.run_dir_text = "run: not started"
         self.quitting = False
         self.best_row: str | None = None
-        self.last_epoch_row = 0
+        self.download_progress: tuple[int, int | None] = (0, None)
 
     # ---- layout -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -153,6 +154,14 @@ class AlexNetApp(App[int]):
     def worker_changed(self, message: Worker.StateChanged) -> None:
         if message.worker.group == "summary" and message.state == WorkerState.ERROR:
             self.log_line(f"model summary failed: {message.worker.error}")
+        if message.worker.group == "download" and message.state in (WorkerState.SUCCESS, WorkerState.ERROR):
+            self.download_timer.stop()
+            self.state = "idle"
+            if message.state == WorkerState.ERROR:
+                self.notify(str(message.worker.error), title="Download failed", severity="error", markup=False)
+            else:
+                self.log_line(f"Cats vs Dogs downloaded to {default_dest()}")
+                self.action_start()
         if message.worker.group != "engine":
             return
         if message.state == WorkerState.ERROR:
@@ -291,7 +300,7 @@ class AlexNetApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """None greys a key out in the footer: it does nothing in this state."""
         allowed = {
-            "start": self.state not in BUSY,
+            "start": self.state not in (*BUSY, "downloading"),
             "pause": self.state in ("training", "paused"),
             "stop": self.state in BUSY,
             "evaluate": self.state in ("idle", "paused", "stopped", "finished", "failed"),
@@ -299,7 +308,7 @@ class AlexNetApp(App[int]):
         return True if allowed.get(action, True) else None
 
     def action_start(self) -> None:
-        if self.state in BUSY:
+        if self.state in (*BUSY, "downloading"):
             return
         if self.trainer is None or self.state == "finished" or not self.trainer.prepared:
             try:
@@ -309,6 +318,9 @@ class AlexNetApp(App[int]):
                 return
             if self.trainer is not None and self.state == "finished":
                 config.out = None  # a finished run is kept; the next start is a new run
+            if config.data == "cats-vs-dogs" and not default_dest().exists():
+                self.push_screen(DownloadOffer(), self.download_choice)
+                return
             self.config = config
             self.trainer = self.trainer_factory(config, [self.engine_event], self.control)
         self.query_one("#setup").display = False
@@ -316,6 +328,37 @@ class AlexNetApp(App[int]):
         self.query_one(TabbedContent).active = "train"
         self.state = "training"
         self.run_engine("fit")
+
+    def download_choice(self, choice: str | None) -> None:
+        if choice == "demo":
+            self.query_one("#field-data", Input).value = "demo"
+            self.action_start()
+        elif choice == "download":
+            self.state = "downloading"
+            self.download_progress = (0, None)
+            self.download_timer = self.set_interval(1 / REFRESH_HZ, self.show_download_progress)
+            self.download_dataset()
+
+    @work(thread=True, exclusive=True, group="download", exit_on_error=False)
+    def download_dataset(self) -> None:
+        from alexnet_tui.download import DEFAULT_URL, check_archive, fetch, safe_extract
+
+        dest = default_dest()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        archive = dest.parent / (dest.name + ".zip")
+
+        def report(done: int, total: int | None) -> None:
+            self.download_progress = (done, total)  # read by a UI timer, never drawn from here
+
+        if not archive.exists():
+            fetch(DEFAULT_URL, archive, report)
+        check_archive(archive, None)
+        safe_extract(archive, dest)
+
+    def show_download_progress(self) -> None:
+        done, total = self.download_progress
+        self.query_one("#epoch-progress", ProgressBar).update(total=total or done or 1, progress=done)
+        self.query_one("#eta", Label).update(f"{done / 1e6:.0f} MB")
 
     @on(Input.Submitted)
     def start_from_form(self) -> None:
@@ -359,6 +402,10 @@ class AlexNetApp(App[int]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """ctrl+q (Textual's own quit key) goes through the same safe path as q."""
+        self.action_quit_app()
 
     def action_quit_app(self) -> None:
         if self.state not in BUSY:

@@ -44,3 +44,25 @@ class ConfirmQuit(ModalScreen[bool]):
 
     def action_answer(self, confirmed: bool) -> None:
         self.dismiss(confirmed)
+
+
+class DownloadOffer(ModalScreen[str]):
+    """Cats vs Dogs is not on disk yet: download it here, or train on the demo set."""
+
+    BINDINGS = [
+        Binding("d", "choose('download')", "Download"),
+        Binding("m", "choose('demo')", "Use demo data"),
+        Binding("escape,n", "choose('cancel')", "Cancel"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(
+                "Cats vs Dogs is not downloaded yet (about 800 MB).\n\n"
+                "  d  download it now (resumable; progress below)\n"
+                "  m  train on the built-in demo set instead\n"
+                "  escape  cancel"
+            )
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice)

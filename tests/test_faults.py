@@ -1,0 +1,78 @@
+"""Fault injection: kill -9 at random moments, a full disk, files that break after the scan."""
+
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from alexnet_tui.engine import RunOutcome, Trainer
+from alexnet_tui.engine import events as ev
+from alexnet_tui.engine.checkpoint import load_checkpoint
+from alexnet_tui.metrics import read_metrics
+from tests.conftest import tiny_config
+from tests.test_cli import TINY
+
+
+def test_kill_9_at_random_moments_leaves_loadable_files_and_resumes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    run = tmp_path / "run"
+    rng = random.Random(1234)
+    command = [sys.executable, "-m", "alexnet_tui", "--no-ui", *TINY, "--epochs", "40", "--out", str(run)]
+
+    def starts() -> int:
+        if not (run / "metrics.jsonl").exists():
+            return 0
+        return len([r for r in read_metrics(run / "metrics.jsonl") if r["event"] == "run_started"])
+
+    for attempt in range(3):
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.time() + 120
+        while not ((run / "last.pt").exists() and starts() == attempt + 1) and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.0, 3.0))  # somewhere in training, evaluating or writing a checkpoint
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        for name in ("best.pt", "last.pt"):
+            assert load_checkpoint(run / name)["architecture"]
+        records = read_metrics(run / "metrics.jsonl")
+        assert records and all("event" in record for record in records)
+        command = [sys.executable, "-m", "alexnet_tui", "--no-ui", "--resume", str(run), "--epochs", "40"]
+    resumed = [r for r in read_metrics(run / "metrics.jsonl") if r["event"] == "run_started"]
+    assert len(resumed) == 3
+    assert [r["start_epoch"] for r in resumed] == sorted(r["start_epoch"] for r in resumed)
+
+
+def test_full_disk_while_saving_keeps_state_in_memory(tmp_path, monkeypatch):
+    events: list[ev.Event] = []
+    trainer = Trainer(tiny_config(tmp_path, epochs=2), [events.append])
+    real_save = torch.save
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    assert trainer.fit() is RunOutcome.FAILED
+    failure = [e for e in events if isinstance(e, ev.Failed)][0].message
+    assert "No space left on device" in failure and "kept in memory" in failure
+    assert not (tmp_path / "run" / "best.pt").exists()
+    monkeypatch.setattr(torch, "save", real_save)
+    assert trainer.fit() is RunOutcome.FINISHED  # the disk was fixed: save and go on
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["best_epoch"] >= 1
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")] == []
+
+
+def test_image_broken_after_the_scan_is_skipped_and_counted(tmp_path, pet_folder):
+    events: list[ev.Event] = []
+    trainer = Trainer(tiny_config(tmp_path, data=str(pet_folder), epochs=1, batch_size=4, cache="off"), [events.append])
+    trainer.prepare()
+    relative, _ = trainer.data.train.samples[0]
+    (trainer.data.root / relative).write_bytes(b"")
+    assert trainer.fit() is RunOutcome.FINISHED
+    notices = [e.message for e in events if isinstance(e, ev.Notice)]
+    assert any("1 image(s) became unreadable after the scan" in message for message in notices)
