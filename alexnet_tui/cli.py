@@ -1,4 +1,4 @@
-"""Command line: train (the default, TUI or --no-ui) | summary | download."""
+"""Command line: train (the default, TUI or --no-ui) | summary | download | evaluate | predict."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 from alexnet_tui.config import AMP_MODES, CACHE_MODES, TrainConfig, load_toml
 from alexnet_tui.errors import UsageError
 
-COMMANDS = ("summary", "download")
+COMMANDS = ("summary", "download", "evaluate", "predict")
 
 
 class Parser(argparse.ArgumentParser):
@@ -119,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == "summary":
             return summary_command(argv[1:])
+        if argv and argv[0] in ("evaluate", "predict"):
+            from alexnet_tui import inference
+
+            return getattr(inference, f"{argv[0]}_command")(argv[1:])
         if argv and argv[0] == "download":
             from alexnet_tui.download import download_command
 

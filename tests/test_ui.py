@@ -51,6 +51,7 @@ async def test_stop_saves_then_start_goes_on_and_evaluate_adds_a_row(tmp_path):
         await pilot.press("e")
         await wait_for(pilot, lambda: app.state == "stopped" and rows(app, "#epochs") == 1)
         assert app.query_one("#epochs", DataTable).get_row_at(0)[0] == "eval"
+        assert (tmp_path / "run" / "evaluation-val.json").exists()  # with the confusion matrix, in the Log tab too
         await pilot.press("s")
         await wait_for(pilot, lambda: app.state == "finished")
         first_after = app.query_one("#batches", DataTable).get_row_at(stopped_at)
@@ -177,3 +178,20 @@ def test_snapshot_finished(snap_compare):
 
 def test_tcss_is_shipped():
     assert (Path(__file__).parents[1] / "alexnet_tui" / "ui" / "app.tcss").exists()
+
+
+@pytest.mark.asyncio
+async def test_charts_and_system_panel_follow_the_run():
+    from alexnet_tui.ui.widgets.charts import Chart, SystemPanel
+
+    app = scripted_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.state == "finished")
+        await pilot.press("3")
+        await pilot.pause(1.2)
+        assert len(app.query_one("#chart-batch-loss", Chart).values) == 12
+        assert list(app.query_one("#chart-val-loss", Chart).values) == pytest.approx([0.8, 0.6])
+        assert "best: epoch 2" in str(app.query_one("#chart-val-loss Label").render())
+        system = str(app.query_one(SystemPanel).render())
+        assert "process memory (RSS)" in system and "images/s: 40.0" in system

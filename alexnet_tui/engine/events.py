@@ -53,6 +53,7 @@ class BatchEnd(Event):
     running_loss: float
     running_acc: float
     images_per_sec: float
+    data_wait_share: float = 0.0  # of the wall time since the last report, the part spent waiting for data
 
 
 @dataclass

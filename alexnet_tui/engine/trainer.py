@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import math
 import os
 import time
@@ -29,11 +30,10 @@ from alexnet_tui.engine.checkpoint import (
 )
 from alexnet_tui.engine.control import Control
 from alexnet_tui.engine.device import describe, resolve_amp, resolve_device
+from alexnet_tui.engine.tensors import to_model_input
 from alexnet_tui.errors import UsageError
 from alexnet_tui.model import ARCHITECTURE, AlexNet
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 REPORT_INTERVAL_S = 0.1  # metrics are read back from the device at most this often
 
 
@@ -136,9 +136,6 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.criterion = nn.CrossEntropyLoss(reduction="sum", ignore_index=UNREADABLE)
-        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255
-        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255
-        self.mean, self.std = mean, std
         self.train_sampler = EpochBatchSampler(
             len(self.data.train), config.batch_size, config.seed, config.limit_batches
         )
@@ -215,15 +212,10 @@ class Trainer:
 
     # ---- the hot loop -------------------------------------------------------------------------
     def _to_device(self, images: torch.Tensor, labels: torch.Tensor, flips: torch.Tensor | None):
-        """uint8 NCHW on the host -> normalised float on the device, flipped where asked
-        (the tutorial's RandomHorizontalFlip, ToTensor and Normalize, as tensor ops)."""
-        images = images.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
-        images = (images.float() - self.mean) / self.std
-        if flips is not None:
-            flips = flips.to(self.device, non_blocking=True).view(-1, 1, 1, 1)
-            images = torch.where(flips, images.flip(3), images)
-        return images.contiguous(memory_format=self.memory_format), labels
+        return (
+            to_model_input(images, self.device, flips, self.memory_format),
+            labels.to(self.device, non_blocking=True),
+        )
 
     def _flips(self, epoch: int, batch: int, size: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch * 10_007 + batch)
@@ -244,15 +236,17 @@ class Trainer:
         window: list[torch.Tensor] = []
         window_images = 0
         window_start = time.perf_counter()
+        data_wait = 0.0  # seconds this window spent waiting for the loader
 
         def flush() -> None:
-            nonlocal loss_sum, correct, seen, window_images, window_start
+            nonlocal loss_sum, correct, seen, window_images, window_start, data_wait
             if not window:
                 return
             # One device->host read per window, not a .item() per batch: on CUDA each read is a sync.
             rows = torch.stack(window).tolist()
             now = time.perf_counter()
             rate = window_images / max(now - window_start, 1e-9)
+            wait_share = min(1.0, data_wait / max(now - window_start, 1e-9))
             first = self.batch - len(rows)
             unreadable = window_images - int(sum(row[2] for row in rows))
             if unreadable:
@@ -277,15 +271,18 @@ class Trainer:
                         loss_sum / max(seen, 1),
                         correct / max(seen, 1),
                         rate,
+                        wait_share,
                     )
                 )
             window.clear()
             window_images = 0
             window_start = now
+            data_wait = 0.0
 
         self.emit(ev.EpochStarted(epoch, config.epochs, batches))
-        epoch_start = time.perf_counter()
+        epoch_start = fetch_start = time.perf_counter()
         for images, labels in self._loader("train"):
+            data_wait += time.perf_counter() - fetch_start
             evaluate_now = self.control.take_evaluation_request()
             if evaluate_now or self.control.stop_requested or self.control.paused:
                 flush()
@@ -295,6 +292,7 @@ class Trainer:
                     return False
                 epoch_start = time.perf_counter() - (seconds_so_far - seconds)
                 window_start = time.perf_counter()
+                data_wait = 0.0
                 model.train()
             inputs, targets = self._to_device(images, labels, self._flips(epoch, self.batch, len(labels)))
             with self._autocast():
@@ -311,6 +309,7 @@ class Trainer:
             self.batch += 1
             if time.perf_counter() - window_start >= REPORT_INTERVAL_S:
                 flush()
+            fetch_start = time.perf_counter()
         flush()
         self.partial = [loss_sum, correct, seen, seconds + time.perf_counter() - epoch_start]
         return True
@@ -373,6 +372,20 @@ class Trainer:
         checkpoint = str(self.run_dir / "best.pt") if split == "test" else None
         self.emit(ev.EvaluationEnd(split, loss, acc, int(total), checkpoint, requested))
         return loss, acc
+
+    def write_report(self, split: str = "val") -> Path:
+        """The full evaluation report (per-class metrics, confusion, mistakes) into the run directory."""
+        from alexnet_tui.engine.report import evaluation_report, format_report
+
+        assert self.data is not None and self.run_dir is not None
+        report = evaluation_report(
+            self.model, self._dataset(split), self.data.class_names, self.device, self.config.batch_size
+        )
+        report.update(split=split, epoch=self.epoch, batch=self.batch)
+        path = self.run_dir / f"evaluation-{split}.json"
+        path.write_text(json.dumps(report, indent=2))
+        self.emit(ev.Notice(format_report(report) + f"\nreport written to {path}"))
+        return path
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _payload(self, with_training_state: bool) -> dict[str, Any]:

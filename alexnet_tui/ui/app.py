@@ -26,6 +26,7 @@ from alexnet_tui.headless import format_epoch
 from alexnet_tui.metrics import MetricsWriter
 from alexnet_tui.paths import cache_dir
 from alexnet_tui.ui.screens import ConfirmQuit, DownloadOffer, HelpScreen
+from alexnet_tui.ui.widgets.charts import SystemPanel, TrainingCharts
 from alexnet_tui.ui.widgets.settings import SettingsForm
 
 REFRESH_HZ = 10  # the screen follows the engine at most this often, however fast batches come
@@ -58,7 +59,8 @@ class AlexNetApp(App[int]):
         Binding("escape", "leave_field", "Leave field", show=False),
         Binding("1", "show_tab('train')", "Train", show=False),
         Binding("2", "show_tab('model')", "Model", show=False),
-        Binding("3", "show_tab('log')", "Log", show=False),
+        Binding("3", "show_tab('charts-tab')", "Charts", show=False),
+        Binding("4", "show_tab('log')", "Log", show=False),
     ]
 
     state: reactive[str] = reactive("idle", bindings=True)
@@ -81,6 +83,8 @@ class AlexNetApp(App[int]):
         self.quitting = False
         self.best_row: str | None = None
         self.download_progress: tuple[int, int | None] = (0, None)
+        self.latest_rate: float | None = None
+        self.latest_wait: float | None = None
 
     # ---- layout -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -96,6 +100,9 @@ class AlexNetApp(App[int]):
                     yield DataTable(id="epochs", cursor_type="none")
             with TabPane("Model", id="model"), ScrollableContainer():
                 yield Static("computing the model summary...", classes="summary")
+            with TabPane("Charts", id="charts-tab"), ScrollableContainer():
+                yield TrainingCharts()
+                yield SystemPanel(id="system")
             with TabPane("Log", id="log"):
                 yield RichLog(id="log-view", wrap=True, markup=False, max_lines=2000)
         with Horizontal(id="progress"):
@@ -114,6 +121,8 @@ class AlexNetApp(App[int]):
             epochs.add_column(column, key=column)
         self.query_one("#live").display = False
         self.set_interval(1 / REFRESH_HZ, self.drain_events)
+        self.set_interval(1.0, self.update_system)
+        self.update_system()
         self.compute_summary(guess_classes(self.config), self.config.image_size)
         self.update_status()
 
@@ -147,7 +156,8 @@ class AlexNetApp(App[int]):
             trainer.fit()
         else:
             self.control.reset()
-            trainer.evaluate("val", requested=True)
+            if trainer.evaluate("val", requested=True) is not None:
+                trainer.write_report("val")
             trainer.emit(ev.StateChanged("stopped" if trainer.epoch > 1 or trainer.batch else "idle"))
 
     @on(Worker.StateChanged)
@@ -213,7 +223,9 @@ class AlexNetApp(App[int]):
         while table.row_count > MAX_BATCH_ROWS:
             table.remove_row(next(iter(table.rows)))
         table.scroll_end(animate=False)
+        self.query_one(TrainingCharts).add_batches(rows)
         last = rows[-1]
+        self.latest_rate, self.latest_wait = last.images_per_sec, last.data_wait_share
         self.query_one("#epoch-progress", ProgressBar).update(total=last.batches, progress=last.batch)
         done = (last.epoch - 1) * last.batches + last.batch
         total = last.epochs * last.batches
@@ -244,6 +256,7 @@ class AlexNetApp(App[int]):
             self.log_line(f"[INFO] {event.message} -> {event.path}")
         elif isinstance(event, ev.EpochEnd):
             self.add_epoch_row(event)
+            self.query_one(TrainingCharts).add_epoch(event)
             self.log_line(format_epoch(event))
         elif isinstance(event, ev.EvaluationEnd) and (event.requested or event.split == "test"):
             label = "test" if event.split == "test" else "eval"
@@ -283,6 +296,10 @@ class AlexNetApp(App[int]):
         if event.best:
             self.best_row = key
         table.scroll_end(animate=False)
+
+    def update_system(self) -> None:
+        device = self.device_text.split()[0] if self.run_dir_text != "run: not started" else self.config.device
+        self.query_one(SystemPanel).show(device, self.latest_rate, self.latest_wait)
 
     def log_line(self, text: str) -> None:
         self.query_one("#log-view", RichLog).write(text)

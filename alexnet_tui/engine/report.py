@@ -1,0 +1,109 @@
+"""Evaluation report: loss, accuracy, per-class precision/recall/F1, confusion matrix, confident mistakes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from alexnet_tui.data.images import UNREADABLE, FolderImages
+from alexnet_tui.engine.tensors import to_model_input
+
+
+def sample_name(dataset: Dataset, index: int) -> str:
+    """A file path where there is one, else the position in the split."""
+    if isinstance(dataset, FolderImages):
+        return str(dataset.root / dataset.samples[index][0])
+    return f"#{index}"
+
+
+@torch.inference_mode()
+def evaluation_report(
+    model: nn.Module,
+    dataset: Dataset,
+    class_names: list[str],
+    device: torch.device,
+    batch_size: int = 64,
+    worst: int = 10,
+) -> dict[str, Any]:
+    was_training = model.training
+    model.eval()
+    probabilities, labels = [], []
+    try:
+        for images, targets in DataLoader(dataset, batch_size=batch_size):
+            logits = model(to_model_input(images, device)).float()
+            probabilities.append(logits.softmax(1))
+            labels.append(targets.to(device))
+    finally:
+        model.train(was_training)
+    # Everything stays on the device until here: one read-back for the whole pass.
+    probs = torch.cat(probabilities).cpu()
+    truth = torch.cat(labels).cpu()
+    readable = truth != UNREADABLE
+    probs, truth, positions = probs[readable], truth[readable], torch.nonzero(readable).flatten()
+    classes = len(class_names)
+    predicted = probs.argmax(1)
+    loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), truth).item() if len(truth) else float("nan")
+    confusion = torch.zeros(classes, classes, dtype=torch.long)
+    confusion.index_put_((truth, predicted.clamp(max=classes - 1)), torch.ones_like(truth), accumulate=True)
+    per_class = {}
+    for index, name in enumerate(class_names):
+        hits = confusion[index, index].item()
+        predicted_as = confusion[:, index].sum().item()
+        actual = confusion[index].sum().item()
+        precision = hits / predicted_as if predicted_as else 0.0
+        recall = hits / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+    wrong = torch.nonzero(predicted != truth).flatten()
+    confidence = probs[wrong, predicted[wrong]]
+    order = confidence.argsort(descending=True)[:worst]
+    mistakes = [
+        {
+            "image": sample_name(dataset, positions[wrong[i]].item()),
+            "true": class_names[truth[wrong[i]].item()],
+            "predicted": class_names[predicted[wrong[i]].item()],
+            "confidence": confidence[i].item(),
+        }
+        for i in order.tolist()
+    ]
+    return {
+        "images": len(truth),
+        "loss": loss,
+        "accuracy": (predicted == truth).float().mean().item() if len(truth) else float("nan"),
+        "per_class": per_class,
+        "class_names": class_names,
+        "confusion_matrix": confusion.tolist(),
+        "most_confident_mistakes": mistakes,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    names = report["class_names"]
+    width = max(9, *(len(n) for n in names)) + 1
+    lines = [
+        f"evaluation loss: {report['loss']:.5f}, evaluation accuracy: {report['accuracy']:.5f} "
+        f"({report['images']} images)",
+        "",
+        f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
+    ]
+    for name, row in report["per_class"].items():
+        lines.append(
+            f"{name:<{width}}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>9}"
+        )
+    lines += [
+        "",
+        "confusion matrix (rows: true, columns: predicted)",
+        " " * width + "".join(f"{n[:8]:>9}" for n in names),
+    ]
+    for name, row in zip(names, report["confusion_matrix"], strict=True):
+        lines.append(f"{name:<{width}}" + "".join(f"{count:>9}" for count in row))
+    if report["most_confident_mistakes"]:
+        lines += ["", "most confidently wrong:"]
+        for mistake in report["most_confident_mistakes"]:
+            lines.append(
+                f"  {mistake['confidence']:.3f} {mistake['predicted']} (true {mistake['true']}): {mistake['image']}"
+            )
+    return "\n".join(lines)
