@@ -195,3 +195,13 @@ async def test_charts_and_system_panel_follow_the_run():
         assert "best: epoch 2" in str(app.query_one("#chart-val-loss Label").render())
         system = str(app.query_one(SystemPanel).render())
         assert "process memory (RSS)" in system and "images/s: 40.0" in system
+
+
+@pytest.mark.asyncio
+async def test_folder_data_with_loader_workers_trains_in_the_app(tmp_path, pet_folder):
+    app = AlexNetApp(tiny_config(tmp_path, data=str(pet_folder), epochs=1, batch_size=4, workers=1))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.state in ("finished", "failed"))
+        assert app.state == "finished"
+        await pilot.press("q")

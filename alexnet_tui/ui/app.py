@@ -68,6 +68,7 @@ class AlexNetApp(App[int]):
     def __init__(
         self, config: TrainConfig, trainer_factory: TrainerFactory = Trainer, capture_stderr: bool = False
     ) -> None:
+        start_helper_processes()
         super().__init__()
         self.capture_stderr = capture_stderr
         self.config = config
@@ -445,6 +446,17 @@ class AlexNetApp(App[int]):
             self.metrics.close()
             self.metrics = None
         self.exit(0)
+
+
+def start_helper_processes() -> None:
+    """Start multiprocessing's resource tracker and fork server before Textual swaps sys.stderr
+    for its capture object: started later, they pass sys.stderr.fileno() to the child and fail
+    with "bad value(s) in fds_to_keep". Loader workers then come from the fork server, not from
+    a fork of this multithreaded process."""
+    from multiprocessing import forkserver, resource_tracker
+
+    resource_tracker.ensure_running()
+    forkserver.ensure_running()
 
 
 _saved_stderr: int | None = None
