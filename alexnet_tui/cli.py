@@ -1,4 +1,4 @@
-"""Command line: train (the default, TUI or --no-ui) | summary | download | evaluate | predict."""
+"""Command line: train (the default, TUI or --no-ui) | summary | download | evaluate | predict | runs | watch."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from alexnet_tui.config import AMP_MODES, CACHE_MODES, TrainConfig, load_toml
 from alexnet_tui.errors import UsageError
 
-COMMANDS = ("summary", "download", "evaluate", "predict")
+COMMANDS = ("summary", "download", "evaluate", "predict", "runs", "watch")
 
 
 class Parser(argparse.ArgumentParser):
@@ -114,6 +115,25 @@ def train_command(argv: Sequence[str]) -> int:
     return run_app(config)
 
 
+def watch_command(argv: Sequence[str]) -> int:
+    parser = Parser(
+        prog="alexnet-tui watch", description="Follow a run started elsewhere, read-only; x asks it to stop."
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise UsageError(f"{run_dir}: no metrics.jsonl here; give a run directory (see alexnet-tui runs)")
+    if not sys.stdout.isatty():
+        raise UsageError("watch needs a terminal; read RUN_DIR/metrics.jsonl or train.log instead")
+    config = TrainConfig()
+    if (run_dir / "config.toml").is_file():
+        config = TrainConfig.from_dict(load_toml(run_dir / "config.toml"))
+    from alexnet_tui.ui.app import run_app
+
+    return run_app(config, watch=run_dir)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -123,6 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from alexnet_tui import inference
 
             return getattr(inference, f"{argv[0]}_command")(argv[1:])
+        if argv and argv[0] == "runs":
+            from alexnet_tui.runs import runs_command
+
+            return runs_command(argv[1:])
+        if argv and argv[0] == "watch":
+            return watch_command(argv[1:])
         if argv and argv[0] == "download":
             from alexnet_tui.download import download_command
 

@@ -4,6 +4,8 @@ and for UI behaviour that must not depend on timing."""
 from __future__ import annotations
 
 import math
+import shutil
+import weakref
 import tempfile
 from pathlib import Path
 
@@ -22,6 +24,7 @@ class ScriptedTrainer:
         self.config, self.subscribers, self.control = config, list(subscribers), control
         self.prepared = False
         self.run_dir = Path(tempfile.mkdtemp(prefix="scripted-run-"))  # where the app writes metrics.jsonl
+        weakref.finalize(self, shutil.rmtree, self.run_dir, True)
         self.shown_dir = "runs/demo-run"  # what the screen shows, the same on every machine
         self.epoch, self.batch = 1, 0
 

@@ -31,6 +31,8 @@ class RunStarted(Event):
     dataset: dict[str, Any]
     start_epoch: int
     start_batch: int
+    pid: int = 0
+    host: str = ""
 
 
 @dataclass
@@ -144,3 +146,22 @@ class Failed(Event):
 
 
 Subscriber = Callable[[Event], None]
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+
+def from_json(record: dict[str, Any]) -> Event | None:
+    """An event back from a metrics.jsonl line (None for an unknown kind, e.g. from a newer version)."""
+    if not EVENT_TYPES:
+        EVENT_TYPES.update({kind.name: kind for kind in Event.__subclasses__()})
+    kind = EVENT_TYPES.get(record.get("event", ""))
+    if kind is None:
+        return None
+    names = {f.name for f in dataclasses.fields(kind)}
+    values = {key: value for key, value in record.items() if key in names}
+    if kind is BestCheckpoint and values.get("previous") is None:
+        values["previous"] = math.inf  # JSON has no inf; the first best improves on inf
+    try:
+        return kind(**values)
+    except TypeError:
+        return None

@@ -6,6 +6,7 @@ import enum
 import json
 import math
 import os
+import socket
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -34,6 +35,7 @@ from alexnet_tui.engine.tensors import to_model_input
 from alexnet_tui.errors import UsageError
 from alexnet_tui.model import ARCHITECTURE, AlexNet
 
+STOP_FILE = "STOP"
 REPORT_INTERVAL_S = 0.1  # metrics are read back from the device at most this often
 
 
@@ -154,7 +156,7 @@ class Trainer:
                     f"--out {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
                 )
         # A run killed mid-save (kill -9) leaves its temp file; this run is now the folder's only writer.
-        for leftover in run_dir.glob(".*.pt.tmp*"):
+        for leftover in [*run_dir.glob(".*.pt.tmp*"), run_dir / STOP_FILE]:
             leftover.unlink(missing_ok=True)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -283,6 +285,7 @@ class Trainer:
         epoch_start = fetch_start = time.perf_counter()
         for images, labels in self._loader("train"):
             data_wait += time.perf_counter() - fetch_start
+            self._poll_stop_file()
             evaluate_now = self.control.take_evaluation_request()
             if evaluate_now or self.control.stop_requested or self.control.paused:
                 flush()
@@ -313,6 +316,12 @@ class Trainer:
         flush()
         self.partial = [loss_sum, correct, seen, seconds + time.perf_counter() - epoch_start]
         return True
+
+    def _poll_stop_file(self) -> None:
+        """`alexnet-tui watch` (or `touch RUN_DIR/STOP`) asks for a graceful stop without a shared terminal."""
+        if self.run_dir is not None and (self.run_dir / STOP_FILE).exists():
+            (self.run_dir / STOP_FILE).unlink(missing_ok=True)
+            self.control.request_stop(f"{STOP_FILE} file found in the run directory")
 
     def _at_boundary(self, epoch: int, evaluate_now: bool) -> bool:
         """Serve pause and evaluate-now requests; False when the run must stop here."""
@@ -356,6 +365,7 @@ class Trainer:
             for index, (images, labels) in enumerate(loader):
                 if index >= batches:
                     break
+                self._poll_stop_file()
                 if self.control.stop_requested:
                     return None
                 inputs, targets = self._to_device(images, labels, None)
@@ -443,6 +453,8 @@ class Trainer:
                 self.data.summary(),
                 self.epoch,
                 self.batch,
+                os.getpid(),
+                socket.gethostname(),
             )
         )
         if self.data.skipped:

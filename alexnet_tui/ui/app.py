@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +17,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, ScrollableContainer, Vertical
 from textual.reactive import reactive
 from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, RichLog, Static, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.download import default_dest
 from alexnet_tui.engine import Control, Trainer
 from alexnet_tui.engine import events as ev
+from alexnet_tui.engine.trainer import STOP_FILE
 from alexnet_tui.errors import UsageError
 from alexnet_tui.headless import format_epoch
 from alexnet_tui.metrics import MetricsWriter
@@ -34,6 +37,14 @@ MAX_BATCH_ROWS = 200  # older rows leave the table; every batch stays in metrics
 BUSY = ("training", "paused", "evaluating")
 
 TrainerFactory = Callable[[TrainConfig, list[ev.Subscriber], Control], Trainer]
+
+
+class CaughtUp(ev.Event):
+    """The follower has read the file's history; later events are live."""
+
+
+class FollowReset(ev.Event):
+    """The followed file was truncated or replaced."""
 
 
 def guess_classes(config: TrainConfig) -> int:
@@ -66,11 +77,17 @@ class AlexNetApp(App[int]):
     state: reactive[str] = reactive("idle", bindings=True)
 
     def __init__(
-        self, config: TrainConfig, trainer_factory: TrainerFactory = Trainer, capture_stderr: bool = False
+        self,
+        config: TrainConfig,
+        trainer_factory: TrainerFactory = Trainer,
+        capture_stderr: bool = False,
+        watch: Path | None = None,
     ) -> None:
         start_helper_processes()
         super().__init__()
         self.capture_stderr = capture_stderr
+        self.watch = watch  # a run directory to follow read-only, instead of training here
+        self.catching_up = watch is not None  # no toasts for the history read on attach
         self.config = config
         self.trainer_factory = trainer_factory
         self.control = Control()
@@ -125,6 +142,11 @@ class AlexNetApp(App[int]):
         self.set_interval(1.0, self.update_system)
         self.update_system()
         self.compute_summary(guess_classes(self.config), self.config.image_size)
+        if self.watch is not None:
+            self.query_one("#setup").display = False
+            self.query_one("#live").display = True
+            self.run_dir_text = f"watching {self.watch}"
+            self.follow_metrics(self.watch / "metrics.jsonl")
         self.update_status()
 
     # ---- model summary ------------------------------------------------------------------------
@@ -160,6 +182,44 @@ class AlexNetApp(App[int]):
             if trainer.evaluate("val", requested=True) is not None:
                 trainer.write_report("val")
             trainer.emit(ev.StateChanged("stopped" if trainer.epoch > 1 or trainer.batch else "idle"))
+
+    @work(thread=True, exclusive=True, group="follow", exit_on_error=False)
+    def follow_metrics(self, path: Path) -> None:
+        """tail -f for metrics.jsonl: whole lines only; a truncated or replaced file is read again."""
+        worker = get_current_worker()
+        handle = None
+        inode = None
+        partial = ""
+        try:
+            while not worker.is_cancelled:
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    time.sleep(0.25)
+                    continue
+                if handle is None or stat.st_ino != inode or stat.st_size < handle.tell():
+                    if handle is not None:
+                        handle.close()
+                        self.pending.append(FollowReset())
+                    handle = open(path, encoding="utf-8", errors="replace")
+                    inode, partial = stat.st_ino, ""
+                chunk = handle.read()
+                if not chunk:
+                    if self.catching_up:
+                        self.pending.append(CaughtUp())
+                    time.sleep(0.2)
+                    continue
+                *lines, partial = (partial + chunk).split("\n")
+                for line in lines:
+                    try:
+                        event = ev.from_json(json.loads(line))
+                    except ValueError:
+                        continue
+                    if event is not None:
+                        self.pending.append(event)
+        finally:
+            if handle is not None:
+                handle.close()
 
     @on(Worker.StateChanged)
     def worker_changed(self, message: Worker.StateChanged) -> None:
@@ -237,7 +297,14 @@ class AlexNetApp(App[int]):
         self.query_one("#eta", Label).update(f"ETA {minutes}:{secs:02d}")
 
     def apply(self, event: ev.Event) -> None:
-        if isinstance(event, ev.StateChanged):
+        if isinstance(event, CaughtUp):
+            self.catching_up = False
+        elif isinstance(event, FollowReset):
+            self.query_one("#batches", DataTable).clear()
+            self.query_one("#epochs", DataTable).clear()
+            self.best_row = None
+            self.log_line("metrics.jsonl was truncated or replaced: reading it again from the start")
+        elif isinstance(event, ev.StateChanged):
             self.state = event.state
         elif isinstance(event, ev.RunStarted):
             data = event.dataset
@@ -246,7 +313,7 @@ class AlexNetApp(App[int]):
                 f"{data['train']}/{data['val']}/{data['test']} train/val/test, {data['skipped']} skipped"
             )
             self.device_text = f"{event.device} {event.amp if event.amp != 'off' else 'fp32'}"
-            self.run_dir_text = event.run_dir
+            self.run_dir_text = event.run_dir if self.watch is None else f"watching {self.watch}"
             if self.capture_stderr:
                 redirect_stderr(Path(event.run_dir) / "stderr.log")
             self.log_line(f"run directory: {event.run_dir} (device {event.device}, data {self.dataset_text})")
@@ -278,6 +345,10 @@ class AlexNetApp(App[int]):
             self.log_line(event.message)
         self.update_status()
 
+    def notify(self, message: str, **options: Any) -> None:
+        if not self.catching_up:
+            super().notify(message, **options)
+
     def add_epoch_row(self, event: ev.EpochEnd) -> None:
         table = self.query_one("#epochs", DataTable)
         if event.best and self.best_row is not None:
@@ -306,8 +377,9 @@ class AlexNetApp(App[int]):
         self.query_one("#log-view", RichLog).write(text)
 
     def update_status(self) -> None:
+        watching = " (watching)" if self.watch else ""
         self.query_one("#status", Static).update(
-            f"[b]{self.state.upper()}[/b] | {self.device_text} | {self.dataset_text} | {self.run_dir_text}"
+            f"[b]{self.state.upper()}[/b]{watching} | {self.device_text} | {self.dataset_text} | {self.run_dir_text}"
         )
 
     def watch_state(self, state: str) -> None:
@@ -317,6 +389,8 @@ class AlexNetApp(App[int]):
     # ---- keys ---------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """None greys a key out in the footer: it does nothing in this state."""
+        if self.watch is not None:
+            return True if action not in ("start", "pause", "evaluate") else None
         allowed = {
             "start": self.state not in (*BUSY, "downloading"),
             "pause": self.state in ("training", "paused"),
@@ -326,7 +400,7 @@ class AlexNetApp(App[int]):
         return True if allowed.get(action, True) else None
 
     def action_start(self) -> None:
-        if self.state in (*BUSY, "downloading"):
+        if self.state in (*BUSY, "downloading") or self.watch is not None:
             return
         if self.trainer is None or self.state == "finished" or not self.trainer.prepared:
             try:
@@ -393,11 +467,18 @@ class AlexNetApp(App[int]):
             self.control.resume()
 
     def action_stop(self) -> None:
+        if self.watch is not None:
+            (self.watch / STOP_FILE).touch()
+            self.log_line(f"asked the run to stop: created {self.watch / STOP_FILE}; it stops at its next batch")
+            self.notify("The run will stop at its next batch and save last.pt.", title="Stop requested")
+            return
         if self.state in BUSY:
             self.control.request_stop("x pressed")
             self.log_line("stopping at the next batch boundary...")
 
     def action_evaluate(self) -> None:
+        if self.watch is not None:
+            return
         if self.state == "paused":
             self.control.request_evaluation()
             return
@@ -426,7 +507,7 @@ class AlexNetApp(App[int]):
         self.action_quit_app()
 
     def action_quit_app(self) -> None:
-        if self.state not in BUSY:
+        if self.state not in BUSY or self.watch is not None:
             self.shutdown()
             return
 

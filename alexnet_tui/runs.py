@@ -1,0 +1,77 @@
+"""`alexnet-tui runs [DIR]`: what each run directory holds, read from its metrics.jsonl."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alexnet_tui.metrics import read_metrics
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def summarize_run(run_dir: Path) -> dict[str, Any] | None:
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    records = read_metrics(metrics)
+    starts = [r for r in records if r["event"] == "run_started"]
+    if not starts:
+        return None
+    states = [r["state"] for r in records if r["event"] == "state"]
+    state = states[-1] if states else "idle"
+    last_start = starts[-1]
+    if state in ("training", "paused", "evaluating"):
+        same_host = last_start.get("host") == socket.gethostname()
+        if same_host and last_start.get("pid") and not process_alive(last_start["pid"]):
+            state = "interrupted"  # the process is gone without saying so (kill -9, power loss)
+    epochs = [r for r in records if r["event"] == "epoch"]
+    best = [r for r in epochs if r.get("best")]
+    return {
+        "run": str(run_dir),
+        "state": state,
+        "epochs": f"{epochs[-1]['epoch']}/{epochs[-1]['epochs']}" if epochs else f"0/{last_start['config']['epochs']}",
+        "best_val_loss": best[-1]["val_loss"] if best else None,
+        "best_val_acc": best[-1]["val_acc"] if best else None,
+        "device": last_start["device"],
+        "started": datetime.fromtimestamp(starts[0]["time"]).strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def runs_command(argv: Sequence[str]) -> int:
+    from alexnet_tui.cli import Parser
+    from alexnet_tui.errors import UsageError
+
+    parser = Parser(prog="alexnet-tui runs", description="List runs: state, epochs, best val_loss, device, start.")
+    parser.add_argument("folder", nargs="?", default="runs", help="folder holding run directories (default runs)")
+    args = parser.parse_args(argv)
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder; runs are kept in ./runs unless --out said otherwise")
+    candidates = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]
+    rows = [row for row in map(summarize_run, candidates) if row is not None]
+    if not rows:
+        print(f"no runs in {folder}")
+        return 0
+    header = f"{'run':<36} {'state':<12} {'epochs':>7} {'best val_loss':>14} {'val_acc':>8}  {'device':<16} started"
+    print(header)
+    for row in rows:
+        loss = f"{row['best_val_loss']:.5f}" if row["best_val_loss"] is not None else "-"
+        acc = f"{row['best_val_acc']:.5f}" if row["best_val_acc"] is not None else "-"
+        print(
+            f"{row['run']:<36} {row['state']:<12} {row['epochs']:>7} {loss:>14} {acc:>8}  "
+            f"{row['device'][:16]:<16} {row['started']}"
+        )
+    return 0

@@ -1,0 +1,91 @@
+"""Attaching to a run from elsewhere: runs listing, the STOP file, and the read-only watcher."""
+
+import threading
+
+import pytest
+from textual.widgets import DataTable
+
+from alexnet_tui.cli import main
+from alexnet_tui.config import TrainConfig
+from alexnet_tui.engine import Control, RunOutcome, Trainer
+from alexnet_tui.engine import events as ev
+from alexnet_tui.ui.app import AlexNetApp
+from tests.conftest import tiny_config
+from tests.test_ui import wait_for
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runs")
+    assert (
+        main(
+            [
+                "--no-ui",
+                "--data",
+                "demo",
+                "--image-size",
+                "67",
+                "--demo-size",
+                "48",
+                "--batch-size",
+                "8",
+                "--workers",
+                "0",
+                "--epochs",
+                "2",
+                "--out",
+                str(folder / "first"),
+            ]
+        )
+        == 0
+    )
+    return folder / "first"
+
+
+def test_runs_lists_state_epochs_and_best(finished_run, capsys):
+    assert main(["runs", str(finished_run.parent)]) == 0
+    out = capsys.readouterr().out
+    assert str(finished_run) in out and "finished" in out and "2/2" in out and "cpu" in out
+
+
+def test_stop_file_stops_the_engine_gracefully(tmp_path):
+    events: list[ev.Event] = []
+    trainer = Trainer(tiny_config(tmp_path, epochs=3), [events.append], Control())
+
+    def ask_to_stop(event: ev.Event) -> None:
+        if isinstance(event, ev.BatchEnd) and event.batch == 2:
+            (tmp_path / "run" / "STOP").touch()
+
+    trainer.subscribe(ask_to_stop)
+    assert trainer.fit() is RunOutcome.STOPPED
+    stopped = [e for e in events if isinstance(e, ev.Stopped)][0]
+    assert "STOP file" in stopped.reason and not (tmp_path / "run" / "STOP").exists()
+
+
+@pytest.mark.asyncio
+async def test_watch_follows_a_growing_truncated_file_and_asks_to_stop(tmp_path, finished_run):
+    lines = (finished_run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    run = tmp_path / "followed"
+    run.mkdir()
+    metrics = run / "metrics.jsonl"
+    half = next(i for i, line in enumerate(lines) if '"event":"epoch"' in line) + 1
+    metrics.write_text("".join(lines[:half]) + lines[half][:10])  # a torn last line, as mid-write
+    app = AlexNetApp(TrainConfig(), watch=run)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        batches = lambda: app.query_one("#batches", DataTable).row_count  # noqa: E731
+        epochs = lambda: app.query_one("#epochs", DataTable).row_count  # noqa: E731
+        await wait_for(pilot, lambda: epochs() == 1, timeout=20)
+        assert batches() == 5 and app.state == "training"
+        with metrics.open("a") as file:
+            file.write(lines[half][10:] + "".join(lines[half + 1 :]))
+        await wait_for(pilot, lambda: app.state == "finished", timeout=20)
+        assert batches() == 10 and epochs() == 3  # two epochs and the final test row
+        metrics.write_text("".join(lines[:half]))  # truncated, e.g. a new run over it
+        await wait_for(pilot, lambda: epochs() == 1 and batches() == 5, timeout=20)
+        await pilot.press("s")  # read-only: nothing starts here
+        assert app.trainer is None
+        await pilot.press("x")
+        assert (run / "STOP").exists()
+        await pilot.press("q")
+    assert app.return_value == 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("follow")]
