@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import shutil
-import weakref
 import tempfile
+import weakref
 from pathlib import Path
 
 from alexnet_tui.config import TrainConfig
