@@ -317,6 +317,11 @@ class Trainer:
         self.partial = [loss_sum, correct, seen, seconds + time.perf_counter() - epoch_start]
         return True
 
+    def _requested_evaluation(self) -> None:
+        """What `e` asks for: validation loss and accuracy, then the full report."""
+        if self.evaluate("val", requested=True) is not None:
+            self.write_report("val")
+
     def _poll_stop_file(self) -> None:
         """`alexnet-tui watch` (or `touch RUN_DIR/STOP`) asks for a graceful stop without a shared terminal."""
         if self.run_dir is not None and (self.run_dir / STOP_FILE).exists():
@@ -326,7 +331,7 @@ class Trainer:
     def _at_boundary(self, epoch: int, evaluate_now: bool) -> bool:
         """Serve pause and evaluate-now requests; False when the run must stop here."""
         if evaluate_now and not self.control.stop_requested:
-            self.evaluate("val", requested=True)
+            self._requested_evaluation()
             if not self.control.paused:
                 self._state("training")
         if self.control.paused and not self.control.stop_requested:
@@ -334,7 +339,7 @@ class Trainer:
             while self.control.paused and not self.control.stop_requested:
                 self.control.wait_while_paused()
                 if self.control.take_evaluation_request():
-                    self.evaluate("val", requested=True)
+                    self._requested_evaluation()
                     self._state("paused")
             if not self.control.stop_requested:
                 self._state("training")
