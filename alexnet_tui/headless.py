@@ -144,11 +144,13 @@ def run_headless(config: TrainConfig) -> int:
     trainer = Trainer(config, [reporter], control)
     metrics: MetricsWriter | None = None
     try:
-        print(f"preparing data: {config.data} ...", flush=True)
+        if trainer.ranks.main:  # under torchrun only rank 0 prints and writes files
+            print(f"preparing data: {config.data} ...", flush=True)
         trainer.prepare()
         assert trainer.run_dir is not None
-        metrics = MetricsWriter(trainer.run_dir / "metrics.jsonl")
-        trainer.subscribe(metrics)
+        if trainer.ranks.main:
+            metrics = MetricsWriter(trainer.run_dir / "metrics.jsonl")
+            trainer.subscribe(metrics)
         outcome = trainer.fit()
     except KeyboardInterrupt:
         print("alexnet-tui: interrupted; checkpoints on disk are whole (written atomically)", file=sys.stderr)

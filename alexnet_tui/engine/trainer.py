@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from alexnet_tui.config import TrainConfig, to_toml
 from alexnet_tui.data import DataBundle, load_data
@@ -31,12 +33,22 @@ from alexnet_tui.engine.checkpoint import (
 )
 from alexnet_tui.engine.control import Control
 from alexnet_tui.engine.device import describe, resolve_amp, resolve_device
+from alexnet_tui.engine.distributed import (
+    Ranks,
+    all_reduce_sum,
+    any_rank,
+    init_distributed,
+    launched_ranks,
+    weights_agree,
+)
 from alexnet_tui.engine.tensors import to_model_input
 from alexnet_tui.errors import UsageError
 from alexnet_tui.model import ARCHITECTURE, AlexNet
 
 STOP_FILE = "STOP"
 REPORT_INTERVAL_S = 0.1  # metrics are read back from the device at most this often
+SINGLE_PROCESS = Ranks()
+DIST_SYNC_BATCHES = 8  # under DDP, ranks agree on stopping and read metrics back every this many batches
 
 
 class RunOutcome(enum.Enum):
@@ -53,15 +65,18 @@ class EpochBatchSampler(Sampler[list[int]]):
     """A seeded shuffle per epoch that can start part-way through, so a resumed run sees the
     same batches an uninterrupted one would."""
 
-    def __init__(self, size: int, batch_size: int, seed: int, limit: int | None) -> None:
-        self.size, self.batch_size, self.seed, self.limit = size, batch_size, seed, limit
+    def __init__(self, size: int, batch_size: int, seed: int, limit: int | None, ranks: Ranks = SINGLE_PROCESS) -> None:
+        self.size, self.batch_size, self.seed, self.limit, self.ranks = size, batch_size, seed, limit, ranks
         self.epoch, self.start_batch = 1, 0
+        # Under DDP each rank takes every world_size-th image of the shared shuffle, padded by
+        # wrapping so that all ranks run the same number of batches (as DistributedSampler does).
+        self.per_rank = math.ceil(size / ranks.world_size)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
     def total_batches(self) -> int:
-        batches = math.ceil(self.size / self.batch_size)
+        batches = math.ceil(self.per_rank / self.batch_size)
         return min(batches, self.limit) if self.limit else batches
 
     def __len__(self) -> int:
@@ -69,6 +84,9 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch))
+        if self.ranks.distributed:
+            padded = order.repeat(math.ceil(self.per_rank * self.ranks.world_size / self.size))
+            order = padded[: self.per_rank * self.ranks.world_size][self.ranks.rank :: self.ranks.world_size]
         for batch in range(self.start_batch, self.total_batches()):
             yield order[batch * self.batch_size : (batch + 1) * self.batch_size].tolist()
 
@@ -95,12 +113,15 @@ class Trainer:
         self.best_epoch: int | None = None
         self.run_dir: Path | None = None
         self._loaders: dict[str, DataLoader] = {}
+        self.ranks = launched_ranks()
 
     # ---- events -------------------------------------------------------------------------------
     def subscribe(self, subscriber: ev.Subscriber) -> None:
         self.subscribers.append(subscriber)
 
     def emit(self, event: ev.Event) -> None:
+        if not self.ranks.main:
+            return  # under DDP rank 0 speaks for the job
         for subscriber in self.subscribers:
             subscriber(event)
 
@@ -112,12 +133,20 @@ class Trainer:
         """Resolve the device, load the data, build model and optimizer, restore a checkpoint.
         Raises UsageError for anything the user must fix; writes nothing before all checks pass."""
         config = self.config.validate()
-        self.device = resolve_device(config.device)
+        if self.ranks.distributed:
+            self.device = init_distributed(self.ranks, config.device)
+        else:
+            self.device = resolve_device(config.device)
         resumed = load_checkpoint(config.resume) if config.resume else None
         if resumed is not None and "optimizer" not in resumed:
             raise UsageError(f"--resume {resumed['path']}: holds weights only; resume from last.pt or its run folder")
         if self.data is None:
+            # Under DDP rank 0 scans and fills the caches first; the others then find them ready.
+            if self.ranks.distributed and not self.ranks.main:
+                dist.barrier()
             self.data = load_data(config)
+            if self.ranks.distributed and self.ranks.main:
+                dist.barrier()
         num_classes = config.num_classes or len(self.data.class_names)
         if num_classes < len(self.data.class_names):
             raise UsageError(
@@ -125,7 +154,12 @@ class Trainer:
             )
         if resumed is not None:
             check_compatible(resumed, num_classes, config.image_size, self.data.class_names)
-        self.run_dir = self._choose_run_dir(resumed)
+        if self.ranks.main:
+            self.run_dir = self._choose_run_dir(resumed)
+        if self.ranks.distributed:
+            shared = [str(self.run_dir) if self.run_dir else ""]
+            dist.broadcast_object_list(shared, src=0)
+            self.run_dir = Path(shared[0])
         torch.manual_seed(config.seed)
         self.amp_dtype = resolve_amp(config.amp, self.device)
         if self.device.type == "cuda":
@@ -134,16 +168,22 @@ class Trainer:
             torch.set_float32_matmul_precision("high")
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = AlexNet(num_classes, config.image_size).to(self.device, memory_format=self.memory_format)
+        self.train_model: nn.Module = self.model
+        if self.ranks.distributed:
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
+            torch.manual_seed(config.seed + self.ranks.rank)  # different dropout masks on each rank
         # fused Adam: one kernel over all 58M parameters instead of a Python loop (~7x faster here).
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.criterion = nn.CrossEntropyLoss(reduction="sum", ignore_index=UNREADABLE)
         self.train_sampler = EpochBatchSampler(
-            len(self.data.train), config.batch_size, config.seed, config.limit_batches
+            len(self.data.train), config.batch_size, config.seed, config.limit_batches, self.ranks
         )
         if resumed is not None:
             self._restore(resumed)
-        (self.run_dir / "config.toml").write_text(to_toml(config))
+        if self.ranks.main:
+            (self.run_dir / "config.toml").write_text(to_toml(config))
         self.prepared = True
 
     def _choose_run_dir(self, resumed: dict[str, Any] | None) -> Path:
@@ -202,6 +242,8 @@ class Trainer:
             loader = DataLoader(self.data.train, batch_sampler=self.train_sampler, **options)
         else:
             dataset = self._dataset(split)
+            if self.ranks.distributed:
+                dataset = Subset(dataset, range(self.ranks.rank, len(dataset), self.ranks.world_size))
             loader = DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, **options)
         self._loaders[split] = loader
         return loader
@@ -220,7 +262,8 @@ class Trainer:
         )
 
     def _flips(self, epoch: int, batch: int, size: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch * 10_007 + batch)
+        seed = self.config.seed * 1_000_003 + epoch * 10_007 + batch + self.ranks.rank * 7_919
+        generator = torch.Generator().manual_seed(seed)
         return torch.rand(size, generator=generator) < 0.5
 
     def _autocast(self):
@@ -230,30 +273,30 @@ class Trainer:
 
     def train_one_epoch(self, epoch: int) -> bool:
         """Train from self.batch to the end of the epoch; False if a stop request ended it early."""
-        config, model = self.config, self.model
+        config, model = self.config, self.train_model
         model.train()
         self.train_sampler.set_epoch(epoch, self.batch)
         batches = self.train_sampler.total_batches()
         loss_sum, correct, seen, seconds = self.partial
         window: list[torch.Tensor] = []
-        window_images = 0
         window_start = time.perf_counter()
         data_wait = 0.0  # seconds this window spent waiting for the loader
 
         def flush() -> None:
-            nonlocal loss_sum, correct, seen, window_images, window_start, data_wait
+            nonlocal loss_sum, correct, seen, window_start, data_wait
             if not window:
                 return
             # One device->host read per window, not a .item() per batch: on CUDA each read is a sync.
             rows = torch.stack(window).tolist()
             now = time.perf_counter()
+            window_images = int(sum(row[3] for row in rows))  # all ranks' images under DDP
             rate = window_images / max(now - window_start, 1e-9)
             wait_share = min(1.0, data_wait / max(now - window_start, 1e-9))
             first = self.batch - len(rows)
             unreadable = window_images - int(sum(row[2] for row in rows))
             if unreadable:
                 self.emit(ev.Notice(f"{unreadable} image(s) became unreadable after the scan; skipped", "warning"))
-            for offset, (loss, hits, count) in enumerate(rows):
+            for offset, (loss, hits, count, _) in enumerate(rows):
                 if config.stop_on_nan and not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss became {loss} at epoch {epoch}, batch {first + offset + 1}; "
@@ -277,7 +320,6 @@ class Trainer:
                     )
                 )
             window.clear()
-            window_images = 0
             window_start = now
             data_wait = 0.0
 
@@ -285,9 +327,19 @@ class Trainer:
         epoch_start = fetch_start = time.perf_counter()
         for images, labels in self._loader("train"):
             data_wait += time.perf_counter() - fetch_start
-            self._poll_stop_file()
-            evaluate_now = self.control.take_evaluation_request()
-            if evaluate_now or self.control.stop_requested or self.control.paused:
+            if self.ranks.distributed:
+                # Ranks must stop at the same batch: they agree every DIST_SYNC_BATCHES batches.
+                if self.ranks.main:
+                    self._poll_stop_file()
+                agreed = (self.batch % DIST_SYNC_BATCHES == 0) and any_rank(self.control.stop_requested, self.device)
+                if agreed and not self.control.stop_requested:
+                    self.control.request_stop("another rank was asked to stop")
+                evaluate_now, must_pause = False, agreed
+            else:
+                self._poll_stop_file()
+                evaluate_now = self.control.take_evaluation_request()
+                must_pause = self.control.stop_requested or self.control.paused
+            if evaluate_now or must_pause:
                 flush()
                 seconds_so_far = seconds + time.perf_counter() - epoch_start
                 self.partial = [loss_sum, correct, seen, seconds_so_far]
@@ -307,10 +359,18 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             hits = (logits.argmax(1) == targets).sum()
-            window.append(torch.stack([loss.detach().float(), hits.float(), valid.float()]))
-            window_images += len(labels)
+            images_in_batch = torch.tensor(float(len(labels)), device=self.device)
+            stats = torch.stack([loss.detach().float(), hits.float(), valid.float(), images_in_batch])
+            if self.ranks.distributed:
+                # The whole job's figures, not one rank's: sum loss*count, hits and counts over ranks.
+                totals = all_reduce_sum(torch.stack([stats[0] * stats[2], stats[1], stats[2], stats[3]]))
+                stats = torch.stack([totals[0] / totals[2].clamp(min=1), totals[1], totals[2], totals[3]])
+            window.append(stats)
             self.batch += 1
-            if time.perf_counter() - window_start >= REPORT_INTERVAL_S:
+            if self.ranks.distributed:
+                if self.batch % DIST_SYNC_BATCHES == 0:  # the same batches on every rank
+                    flush()
+            elif time.perf_counter() - window_start >= REPORT_INTERVAL_S:
                 flush()
             fetch_start = time.perf_counter()
         flush()
@@ -370,9 +430,10 @@ class Trainer:
             for index, (images, labels) in enumerate(loader):
                 if index >= batches:
                     break
-                self._poll_stop_file()
-                if self.control.stop_requested:
-                    return None
+                if not self.ranks.distributed:
+                    self._poll_stop_file()
+                    if self.control.stop_requested:
+                        return None
                 inputs, targets = self._to_device(images, labels, None)
                 with self._autocast():
                     logits = self.model(inputs)
@@ -380,7 +441,10 @@ class Trainer:
                 hits += (logits.argmax(1) == targets).sum()
                 count += (targets != UNREADABLE).sum()
             # Sums stay on the device until the end: one read-back for the whole pass.
-            total_loss, total_hits, total = torch.stack([loss_sum, hits, count]).tolist()
+            sums = torch.stack([loss_sum, hits, count])
+            if self.ranks.distributed:
+                sums = all_reduce_sum(sums)
+            total_loss, total_hits, total = sums.tolist()
         finally:
             self.model.train(was_training)
         loss, acc = total_loss / max(total, 1), total_hits / max(total, 1)
@@ -434,10 +498,14 @@ class Trainer:
 
     def save_last(self) -> Path:
         assert self.run_dir is not None
+        if not self.ranks.main:
+            return self.run_dir / "last.pt"
         return save_checkpoint(self._payload(with_training_state=True), self.run_dir / "last.pt")
 
     def _save_best(self) -> Path:
         assert self.run_dir is not None
+        if not self.ranks.main:
+            return self.run_dir / "best.pt"
         return save_checkpoint(self._payload(with_training_state=False), self.run_dir / "best.pt")
 
     # ---- the whole run ------------------------------------------------------------------------
@@ -528,6 +596,11 @@ class Trainer:
     def _finish(self, start: float) -> RunOutcome:
         """Reload the best weights and report them on data never used to pick them."""
         assert self.run_dir is not None
+        if self.ranks.distributed:
+            if not weights_agree(self.model, self.device):
+                return self._fail("the ranks' weights differ; the DDP run is not consistent")
+            self.emit(ev.Notice(f"weights identical on all {self.ranks.world_size} ranks"))
+            dist.barrier()  # rank 0 has written best.pt
         best = self.run_dir / "best.pt"
         if best.exists():
             self.model.load_state_dict(load_checkpoint(best)["model"])
@@ -541,7 +614,9 @@ class Trainer:
         return RunOutcome.FINISHED
 
     def close(self) -> None:
-        """Shut down loader worker processes."""
+        """Shut down loader worker processes (and leave the process group under DDP)."""
+        if self.ranks.distributed and dist.is_initialized():
+            dist.destroy_process_group()
         for loader in self._loaders.values():
             iterator = getattr(loader, "_iterator", None)
             if iterator is not None and hasattr(iterator, "_shutdown_workers"):

@@ -1,0 +1,55 @@
+"""DDP under torchrun: two gloo processes on this CPU, one set of logs, one checkpoint for everyone."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from alexnet_tui.engine.checkpoint import load_checkpoint
+from alexnet_tui.metrics import read_metrics
+
+TINY = ["--data", "demo", "--image-size", "67", "--demo-size", "96", "--batch-size", "8", "--workers", "0"]
+
+
+def test_two_gloo_processes_train_as_one_and_resume_on_one(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "ALEXNET_TUI_DIST_TIMEOUT_S": "120"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "alexnet_tui",
+        "--no-ui",
+        *TINY,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        "run",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert out.count("epoch 01, loss:") == 1 and out.count("evaluation loss:") == 1  # rank 0 alone prints
+    assert "weights identical on all 2 ranks" in out
+    assert "unreadable" not in out
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["event"] for r in records].count("run_started") == 1
+    batches = [r for r in records if r["event"] == "batch"]
+    assert len(batches) == 5  # 78 training images over 2 ranks in batches of 8
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert not any(key.startswith("module.") for key in checkpoint["model"])
+    resumed = subprocess.run(
+        [sys.executable, "-m", "alexnet_tui", "--no-ui", "--resume", "run", "--epochs", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming at epoch 02, batch 0" in resumed.stdout and "epoch 02, loss:" in resumed.stdout
