@@ -172,6 +172,7 @@ def test_snapshot_finished(snap_compare):
         await pilot.press("s")
         await settle(pilot)
         await wait_for(pilot, lambda: pilot.app.state == "finished")
+        await pilot.pause(0.5)
 
     assert snap_compare(scripted_app(), terminal_size=(80, 24), run_before=run_before)
 

@@ -195,11 +195,11 @@ class Trainer:
                 raise UsageError(
                     f"--out {run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
                 )
-        # A run killed mid-save (kill -9) leaves its temp file; this run is now the folder's only writer.
-        for leftover in [*run_dir.glob(".*.pt.tmp*"), run_dir / STOP_FILE]:
-            leftover.unlink(missing_ok=True)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
+            # A run killed mid-save (kill -9) leaves its temp file; this run is now the folder's only writer.
+            for leftover in [*run_dir.glob(".*.pt.tmp*"), run_dir / STOP_FILE]:
+                leftover.unlink(missing_ok=True)
             probe = run_dir / f".write-test-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()

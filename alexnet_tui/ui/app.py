@@ -283,7 +283,8 @@ class AlexNetApp(App[int]):
             )
         while table.row_count > MAX_BATCH_ROWS:
             table.remove_row(next(iter(table.rows)))
-        table.scroll_end(animate=False)
+        # After the refresh: the new rows must be in the virtual size before scrolling to them.
+        self.call_after_refresh(table.scroll_end, animate=False)
         self.query_one(TrainingCharts).add_batches(rows)
         last = rows[-1]
         self.latest_rate, self.latest_wait = last.images_per_sec, last.data_wait_share
@@ -330,7 +331,8 @@ class AlexNetApp(App[int]):
             label = "test" if event.split == "test" else "eval"
             table = self.query_one("#epochs", DataTable)
             table.add_row(label, "", "", f"{event.loss:.5f}", f"{event.acc:.5f}", "", "", "")
-            table.scroll_end(animate=False)
+            # After the refresh: the new rows must be in the virtual size before scrolling to them.
+            self.call_after_refresh(table.scroll_end, animate=False)
             self.log_line(f"{event.split} loss: {event.loss:.5f}, {event.split} accuracy: {event.acc:.5f}")
         elif isinstance(event, ev.Stopped):
             self.log_line(f"stopped at epoch {event.epoch:02d}, batch {event.batch}; saved {event.last_checkpoint}")
@@ -367,7 +369,8 @@ class AlexNetApp(App[int]):
         )
         if event.best:
             self.best_row = key
-        table.scroll_end(animate=False)
+        # After the refresh: the new rows must be in the virtual size before scrolling to them.
+        self.call_after_refresh(table.scroll_end, animate=False)
 
     def update_system(self) -> None:
         device = self.device_text.split()[0] if self.run_dir_text != "run: not started" else self.config.device
