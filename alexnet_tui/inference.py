@@ -73,7 +73,6 @@ def evaluate_command(argv: Sequence[str]) -> int:
 
 def predict_command(argv: Sequence[str]) -> int:
     from alexnet_tui.cli import Parser
-    from alexnet_tui.data.images import load_resized
 
     parser = Parser(prog="alexnet-tui predict", description="Top classes for each image, with probabilities.")
     parser.add_argument("--checkpoint", required=True, help="best.pt, last.pt or a run directory (its best.pt)")
@@ -84,19 +83,28 @@ def predict_command(argv: Sequence[str]) -> int:
     payload = load_checkpoint(checkpoint_path(args.checkpoint))
     device = resolve_device(args.device)
     model = model_from_checkpoint(payload, device)
-    names = payload["class_names"]
     failures = 0
     for image in args.images:
-        try:
-            pixels = load_resized(image, payload["image_size"], "eval")
-        except (OSError, ValueError, Image.DecompressionBombError) as error:
-            reason = getattr(error, "strerror", None) or str(error).split("\n")[0]
-            print(f"{image}: cannot read it as an image ({reason})", file=sys.stderr)
-            failures += 1
-            continue
-        with torch.inference_mode():
-            probabilities = model(to_model_input(pixels[None], device)).float().softmax(1)[0].cpu()
-        values, indices = probabilities.topk(min(args.top, len(names)))
-        ranked = ", ".join(f"{names[i]} {p:.3f}" for p, i in zip(values.tolist(), indices.tolist(), strict=True))
-        print(f"{image}: {ranked}")
+        line, ok = predict_image(model, payload, image, args.top, device)
+        print(line, file=sys.stdout if ok else sys.stderr)
+        failures += not ok
     return 1 if failures else 0
+
+
+def predict_image(
+    model: AlexNet, payload: dict[str, Any], image: str, top: int, device: torch.device
+) -> tuple[str, bool]:
+    """One line for one image: its top classes with probabilities, or why it could not be read."""
+    from alexnet_tui.data.images import load_resized
+
+    try:
+        pixels = load_resized(image, payload["image_size"], "eval")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        reason = getattr(error, "strerror", None) or str(error).split("\n")[0]
+        return f"{image}: cannot read it as an image ({reason})", False
+    names = payload["class_names"]
+    with torch.inference_mode():
+        probabilities = model(to_model_input(pixels[None], device)).float().softmax(1)[0].cpu()
+    values, indices = probabilities.topk(min(top, len(names)))
+    ranked = ", ".join(f"{names[i]} {p:.3f}" for p, i in zip(values.tolist(), indices.tolist(), strict=True))
+    return f"{image}: {ranked}", True

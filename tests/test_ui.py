@@ -3,11 +3,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, RichLog
 
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.ui.app import AlexNetApp
-from tests.conftest import tiny_config
+from tests.conftest import jpeg_bytes, tiny_config
 from tests.fake_trainer import ScriptedTrainer
 
 
@@ -34,7 +34,17 @@ async def test_start_streams_rows_and_finishes_with_checkpoints(tmp_path):
         assert rows(app) == 5
         assert (tmp_path / "run" / "best.pt").exists()
         assert any("Saving Model!" in n.message for n in app._notifications)
-        await pilot.press("q")
+        image = tmp_path / "picture.jpg"
+        image.write_bytes(jpeg_bytes(90, 70, seed=3))
+        await pilot.press("4")
+        app.query_one("#predict-path", Input).value = str(image)
+        app.query_one("#predict-path", Input).focus()
+        await pilot.press("enter")
+        results = app.query_one("#predict-results", RichLog)
+        await wait_for(pilot, lambda: len(results.lines) > 0, timeout=30)
+        text = "".join(segment.text for line in results.lines for segment in line)
+        assert text.startswith(f"{image}: ") and "checks" in text and "spots" in text
+        await pilot.press("escape", "q")
     assert app.return_value == 0
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -71,7 +72,8 @@ class AlexNetApp(App[int]):
         Binding("1", "show_tab('train')", "Train", show=False),
         Binding("2", "show_tab('model')", "Model", show=False),
         Binding("3", "show_tab('charts-tab')", "Charts", show=False),
-        Binding("4", "show_tab('log')", "Log", show=False),
+        Binding("4", "show_tab('predict')", "Predict", show=False),
+        Binding("5", "show_tab('log')", "Log", show=False),
     ]
 
     state: reactive[str] = reactive("idle", bindings=True)
@@ -121,6 +123,10 @@ class AlexNetApp(App[int]):
             with TabPane("Charts", id="charts-tab"), ScrollableContainer():
                 yield TrainingCharts()
                 yield SystemPanel(id="system")
+            with TabPane("Predict", id="predict"), Vertical(id="predict-view"):
+                yield Label("image path (enter to predict with the run's best.pt):")
+                yield Input(placeholder="path/to/image.jpg", id="predict-path", compact=True)
+                yield RichLog(id="predict-results", wrap=True, markup=False, max_lines=200)
             with TabPane("Log", id="log"):
                 yield RichLog(id="log-view", wrap=True, markup=False, max_lines=2000)
         with Horizontal(id="progress"):
@@ -455,7 +461,28 @@ class AlexNetApp(App[int]):
         self.query_one("#epoch-progress", ProgressBar).update(total=total or done or 1, progress=done)
         self.query_one("#eta", Label).update(f"{done / 1e6:.0f} MB")
 
-    @on(Input.Submitted)
+    @on(Input.Submitted, "#predict-path")
+    def predict_path(self, message: Input.Submitted) -> None:
+        path = message.value.strip()
+        if path:
+            self.predict(path)
+
+    @work(thread=True, group="predict", exit_on_error=False)
+    def predict(self, image: str) -> None:
+        """A fresh model from best.pt on the CPU: the training worker keeps the live model to itself."""
+        from alexnet_tui.engine.checkpoint import load_checkpoint
+        from alexnet_tui.inference import model_from_checkpoint, predict_image
+
+        best = (self.watch or Path(self.run_dir_text)) / "best.pt"
+        if not best.exists():
+            line = "no best.pt yet: train at least one epoch (or watch a run that has one)"
+        else:
+            payload = load_checkpoint(best)
+            device = torch.device("cpu")
+            line, _ = predict_image(model_from_checkpoint(payload, device), payload, image, 3, device)
+        self.call_from_thread(self.query_one("#predict-results", RichLog).write, line)
+
+    @on(Input.Submitted, "SettingsForm Input")
     def start_from_form(self) -> None:
         self.set_focus(None)
         self.action_start()
