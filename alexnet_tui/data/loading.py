@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from torch.utils.data import Dataset
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.data.demo import DEMO_CLASSES, demo_tensors
 from alexnet_tui.data.images import FolderImages, TensorImages, cache_path
-from alexnet_tui.data.scan import scan_folder
+from alexnet_tui.data.scan import samples_fingerprint, scan_folder
 from alexnet_tui.errors import UsageError
 from alexnet_tui.paths import cache_dir
 
@@ -58,13 +57,6 @@ def split_indices(labels: list[int], val_split: float, test_split: float, seed: 
     return sorted(train), sorted(val), sorted(test)
 
 
-def _subset_fingerprint(base: str, samples: list[tuple[str, int]]) -> str:
-    digest = hashlib.sha1(base.encode())
-    for path, label in samples:
-        digest.update(f"{path}\0{label}\n".encode())
-    return digest.hexdigest()[:16]
-
-
 def load_data(config: TrainConfig) -> DataBundle:
     if config.data == "demo":
         return _demo_bundle(config)
@@ -98,7 +90,7 @@ def _folder_bundle(config: TrainConfig, location: Path, name: str) -> DataBundle
         samples = [scan.samples[i] for i in indices]
         cache = None
         if config.cache == "disk":
-            cache = cache_path(_subset_fingerprint(scan.fingerprint, samples), split, variant, config.image_size)
+            cache = cache_path(samples_fingerprint(scan.fingerprint, samples), split, variant, config.image_size)
         return FolderImages(scan.root, samples, config.image_size, variant, cache)
 
     return DataBundle(

@@ -30,10 +30,15 @@ class ScanResult:
     @property
     def fingerprint(self) -> str:
         """Changes whenever the kept files or their labels change."""
-        digest = hashlib.sha1(str(self.root).encode())
-        for path, label in self.samples:
-            digest.update(f"{path}\0{label}\n".encode())
-        return digest.hexdigest()[:16]
+        return samples_fingerprint(str(self.root), self.samples)
+
+
+def samples_fingerprint(prefix: str, samples: list[tuple[str, int]]) -> str:
+    """A short hash of a list of (path, label) pairs, keyed by `prefix`."""
+    digest = hashlib.sha1(prefix.encode())
+    for path, label in samples:
+        digest.update(f"{path}\0{label}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def find_class_root(path: Path) -> Path:
