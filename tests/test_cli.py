@@ -134,3 +134,12 @@ def test_signals_stop_at_a_batch_boundary_then_resume(tmp_path, sig, code):
     done = cli("--no-ui", "--resume", "run", "--epochs", str(stopped["epoch"]), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"resuming at epoch {stopped['epoch']:02d}, batch {stopped['batch']}" in done.stdout
+
+
+def test_without_a_test_split_the_final_report_is_on_validation(tmp_path):
+    done = cli(
+        "--no-ui", *TINY, "--epochs", "1", "--limit-batches", "1", "--test-split", "0", "--out", "run", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^evaluation loss: \d\.\d{5}, evaluation accuracy: \d\.\d{5}$", done.stdout, re.M)
+    assert "val images; best checkpoint:" in done.stdout

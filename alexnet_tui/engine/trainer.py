@@ -414,8 +414,11 @@ class Trainer:
         self._state("stopped")
 
     @torch.inference_mode()
-    def evaluate(self, split: str = "val", requested: bool = False) -> tuple[float, float] | None:
-        """Loss and accuracy on a split; None if a stop request cut it short."""
+    def evaluate(
+        self, split: str = "val", requested: bool = False, checkpoint: Path | None = None
+    ) -> tuple[float, float] | None:
+        """Loss and accuracy on a split; None if a stop request cut it short. `checkpoint` names
+        the weights being reported (the final evaluation of best.pt)."""
         was_training = self.model.training
         self.model.eval()
         loader = self._loader(split)
@@ -448,8 +451,7 @@ class Trainer:
         finally:
             self.model.train(was_training)
         loss, acc = total_loss / max(total, 1), total_hits / max(total, 1)
-        checkpoint = str(self.run_dir / "best.pt") if split == "test" else None
-        self.emit(ev.EvaluationEnd(split, loss, acc, int(total), checkpoint, requested))
+        self.emit(ev.EvaluationEnd(split, loss, acc, int(total), str(checkpoint) if checkpoint else None, requested))
         return loss, acc
 
     def write_report(self, split: str = "val") -> Path:
@@ -605,7 +607,8 @@ class Trainer:
         if best.exists():
             self.model.load_state_dict(load_checkpoint(best)["model"])
         split = "test" if self.data is not None and self.data.test is not None else "val"
-        result = self.evaluate(split)
+        # With --test-split 0 this reports on the validation images, as the tutorial did.
+        result = self.evaluate(split, checkpoint=best)
         if result is None:
             self._stop(self.epoch)
             return RunOutcome.STOPPED

@@ -333,8 +333,8 @@ class AlexNetApp(App[int]):
             self.add_epoch_row(event)
             self.query_one(TrainingCharts).add_epoch(event)
             self.log_line(format_epoch(event))
-        elif isinstance(event, ev.EvaluationEnd) and (event.requested or event.split == "test"):
-            label = "test" if event.split == "test" else "eval"
+        elif isinstance(event, ev.EvaluationEnd) and (event.requested or event.checkpoint):
+            label = event.split if event.checkpoint else "eval"
             table = self.query_one("#epochs", DataTable)
             table.add_row(label, "", "", f"{event.loss:.5f}", f"{event.acc:.5f}", "", "", "")
             # After the refresh: the new rows must be in the virtual size before scrolling to them.
