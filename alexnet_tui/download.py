@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
 from alexnet_tui.errors import UsageError
@@ -31,7 +31,7 @@ def default_dest() -> Path:
     return cache_dir() / "cats-vs-dogs"
 
 
-def fetch(url: str, target: Path, report: callable) -> Path:
+def fetch(url: str, target: Path, report: Callable[[int, int | None], None]) -> Path:
     """Download url to target, continuing a partial `.part` file with an HTTP Range request."""
     part = target.with_name(target.name + ".part")
     have = part.stat().st_size if part.exists() else 0
@@ -143,6 +143,20 @@ def progress_reporter(live: bool):
     return plain
 
 
+def install_dataset(url: str, dest: Path, report: Callable[[int, int | None], None], sha256: str | None = None) -> None:
+    """Fetch (or go on fetching) the zip beside dest, verify it, and extract it into dest.
+    The one sequence behind `alexnet-tui download` and the TUI's download offer."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DownloadError(f"--dest {dest}: cannot create it ({error.strerror})") from None
+    archive = dest.parent / (dest.name + ".zip")
+    if not archive.exists():
+        fetch(url, archive, report)
+    check_archive(archive, sha256)
+    safe_extract(archive, dest)
+
+
 def download_command(argv: Sequence[str]) -> int:
     from alexnet_tui.cli import Parser
 
@@ -152,19 +166,11 @@ def download_command(argv: Sequence[str]) -> int:
     parser.add_argument("--sha256", help="expected checksum of the zip")
     args = parser.parse_args(argv)
     dest = (args.dest or default_dest()).expanduser().resolve()
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DownloadError(f"--dest {dest}: cannot create it ({error.strerror})") from None
-    archive = dest.parent / (dest.name + ".zip")
     report = progress_reporter(sys.stdout.isatty())
     try:
-        if not archive.exists():
-            fetch(args.url, archive, report)
+        install_dataset(args.url, dest, report, args.sha256)
     finally:
         report.close()
-    check_archive(archive, args.sha256)
-    safe_extract(archive, dest)
     from alexnet_tui.data.scan import scan_folder
 
     result = scan_folder(dest)

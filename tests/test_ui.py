@@ -152,20 +152,17 @@ async def settle(pilot) -> None:
     await pilot.pause(0.3)
 
 
-def test_snapshot_idle_with_summary(snap_compare):
-    async def run_before(pilot):
-        await wait_for(pilot, lambda: "Conv2d-1" in str(pilot.app.query_one(".summary").render()))
-        await pilot.pause(0.2)
+async def summary_ready(pilot) -> None:
+    await wait_for(pilot, lambda: "Conv2d-1" in str(pilot.app.query_one(".summary").render()))
+    await pilot.pause(0.2)
 
-    assert snap_compare(scripted_app(), terminal_size=(100, 30), run_before=run_before)
+
+def test_snapshot_idle_with_summary(snap_compare):
+    assert snap_compare(scripted_app(), terminal_size=(100, 30), run_before=summary_ready)
 
 
 def test_snapshot_idle_80x24(snap_compare):
-    async def run_before(pilot):
-        await wait_for(pilot, lambda: "Conv2d-1" in str(pilot.app.query_one(".summary").render()))
-        await pilot.pause(0.2)
-
-    assert snap_compare(scripted_app(), terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(scripted_app(), terminal_size=(80, 24), run_before=summary_ready)
 
 
 def test_snapshot_training(snap_compare):

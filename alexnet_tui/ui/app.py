@@ -149,8 +149,7 @@ class AlexNetApp(App[int]):
         self.update_system()
         self.compute_summary(guess_classes(self.config), self.config.image_size)
         if self.watch is not None:
-            self.query_one("#setup").display = False
-            self.query_one("#live").display = True
+            self.show_live()
             self.run_dir_text = f"watching {self.watch}"
             self.follow_metrics(self.watch / "metrics.jsonl")
         self.update_status()
@@ -412,23 +411,36 @@ class AlexNetApp(App[int]):
         if self.state in (*BUSY, "downloading") or self.watch is not None:
             return
         if self.trainer is None or self.state == "finished" or not self.trainer.prepared:
-            try:
-                config = self.query_one(SettingsForm).read_config(self.config)
-            except UsageError as error:
-                self.notify(str(error), title="Check the settings", severity="error", markup=False)
+            config = self.settings_or_notify()
+            if config is None:
                 return
             if self.trainer is not None and self.state == "finished":
                 config.out = None  # a finished run is kept; the next start is a new run
             if config.data == "cats-vs-dogs" and not default_dest().exists():
                 self.push_screen(DownloadOffer(), self.download_choice)
                 return
-            self.config = config
-            self.trainer = self.trainer_factory(config, [self.engine_event], self.control)
-        self.query_one("#setup").display = False
-        self.query_one("#live").display = True
+            self.new_trainer(config)
+        self.show_live()
         self.query_one(TabbedContent).active = "train"
         self.state = "training"
         self.run_engine("fit")
+
+    def settings_or_notify(self) -> TrainConfig | None:
+        """The form's settings, validated; None (and a notice saying why) when they are wrong."""
+        try:
+            return self.query_one(SettingsForm).read_config(self.config)
+        except UsageError as error:
+            self.notify(str(error), title="Check the settings", severity="error", markup=False)
+            return None
+
+    def new_trainer(self, config: TrainConfig) -> None:
+        self.config = config
+        self.trainer = self.trainer_factory(config, [self.engine_event], self.control)
+
+    def show_live(self) -> None:
+        """The tables replace the settings form once a run or an evaluation starts."""
+        self.query_one("#setup").display = False
+        self.query_one("#live").display = True
 
     def download_choice(self, choice: str | None) -> None:
         if choice == "demo":
@@ -442,19 +454,12 @@ class AlexNetApp(App[int]):
 
     @work(thread=True, exclusive=True, group="download", exit_on_error=False)
     def download_dataset(self) -> None:
-        from alexnet_tui.download import DEFAULT_URL, check_archive, fetch, safe_extract
-
-        dest = default_dest()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        archive = dest.parent / (dest.name + ".zip")
+        from alexnet_tui import download
 
         def report(done: int, total: int | None) -> None:
             self.download_progress = (done, total)  # read by a UI timer, never drawn from here
 
-        if not archive.exists():
-            fetch(DEFAULT_URL, archive, report)
-        check_archive(archive, None)
-        safe_extract(archive, dest)
+        download.install_dataset(download.DEFAULT_URL, default_dest(), report)
 
     def show_download_progress(self) -> None:
         done, total = self.download_progress
@@ -515,14 +520,11 @@ class AlexNetApp(App[int]):
         if self.state in BUSY:
             return
         if self.trainer is None:
-            try:
-                self.config = self.query_one(SettingsForm).read_config(self.config)
-            except UsageError as error:
-                self.notify(str(error), title="Check the settings", severity="error", markup=False)
+            config = self.settings_or_notify()
+            if config is None:
                 return
-            self.trainer = self.trainer_factory(self.config, [self.engine_event], self.control)
-        self.query_one("#setup").display = False
-        self.query_one("#live").display = True
+            self.new_trainer(config)
+        self.show_live()
         self.state = "evaluating"
         self.run_engine("evaluate")
 
