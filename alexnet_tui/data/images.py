@@ -6,8 +6,15 @@ normalisation are tensor ops the engine does on the device, so a cached image is
 
 from __future__ import annotations
 
+import hashlib
+import os
+import struct
+import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -17,6 +24,11 @@ from torchvision.transforms.v2 import functional as F
 
 from alexnet_tui.paths import cache_dir
 
+try:
+    import fcntl
+except ImportError:  # Windows has no flock; there two runs filling one slot at once may interleave
+    fcntl = None
+
 UNREADABLE = -100  # CrossEntropyLoss's ignore_index: an image that broke after the scan counts for nothing
 
 
@@ -25,11 +37,11 @@ def train_resize(image_size: int) -> int:
     return round(image_size * 256 / 227)
 
 
-def load_resized(path: str | Path, image_size: int, variant: str) -> torch.Tensor:
+def load_resized(source: str | Path | BinaryIO, image_size: int, variant: str) -> torch.Tensor:
     """Decode to RGB and apply the tutorial's geometry: train Resize(256)+CenterCrop(227), eval Resize(227)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             rgb = image.convert("RGB")
     if variant == "train":
         side = train_resize(image_size)
@@ -52,8 +64,124 @@ class TensorImages(Dataset):
         return self.images[index], int(self.labels[index])
 
 
+# The cache file: a header, then per sample an (identity, key) pair of uint64, then the uint8 pixels.
+# Keys and pixels share one file so they can never come from two different generations of the cache.
+_MAGIC = b"AXTUIMG2"
+_HEADER = struct.Struct("<8sQQQ")  # magic, sample count, image size, hash of the variant
+_EMPTY = 0  # the key of a slot nothing has been written to; _hash64 never returns it
+
+
+def _hash64(*parts: object) -> int:
+    digest = hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") or 1
+
+
+def _version(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes with a file's content. Size and mtime alone miss a re-extracted archive (unzip,
+    `cp -p` and rsync keep both); a rewritten or replaced file always gets a new ctime, and usually a new inode."""
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+
+
+def _entry_key(identity: int, stat: os.stat_result) -> int:
+    return _hash64(identity, *_version(stat))
+
+
+def _decode(path: Path, image_size: int, variant: str) -> tuple[torch.Tensor, os.stat_result]:
+    """The pixels and the stat of the very file they came from, taken before decoding: if the file is
+    rewritten meanwhile, its stat moves on and the entry written from it will not match again."""
+    with open(path, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        return load_resized(handle, image_size, variant), stat
+
+
+def _matches(path: Path, header: bytes, size: int) -> bool:
+    with open(path, "rb") as handle:
+        return os.fstat(handle.fileno()).st_size == size and handle.read(len(header)) == header
+
+
+def _install(path: Path, header: bytes, size: int) -> None:
+    """Put a fresh cache file at `path` unless a usable one is there, never truncating one in use:
+    the new file is built aside and linked in whole, so another run sees either nothing or all of it."""
+    try:
+        if _matches(path, header, size):
+            return
+        stale = True  # another geometry or an older format
+    except FileNotFoundError:
+        stale = False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(temp, "xb") as fresh:
+            fresh.write(header)
+            fresh.truncate(size)  # sparse: the cache costs disk only as images are decoded into it
+        if stale:
+            os.replace(temp, path)  # a run still mapping the old file keeps it, whole, until it closes it
+        else:
+            with suppress(FileExistsError):  # another run created it first; theirs is as good as ours
+                os.link(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+class ImageCache:
+    """Decoded images of one split in a memory-mapped file shared by every run and loader worker.
+
+    Each slot keeps a key hashing the file's path, stat and the geometry; it is served only while the file
+    still has that stat, so a replaced image, another dataset at the same path or another size is decoded
+    again instead of being served stale.
+    """
+
+    def __init__(self, handle: BinaryIO, count: int, image_size: int) -> None:
+        self._handle = handle
+        self._slots = np.memmap(handle, dtype="<u8", mode="r+", offset=_HEADER.size, shape=(count, 2))
+        shape = (count, 3, image_size, image_size)
+        self._pixels = np.memmap(handle, dtype=np.uint8, mode="r+", offset=_HEADER.size + 16 * count, shape=shape)
+
+    @classmethod
+    def open(cls, path: Path, count: int, image_size: int, variant: str) -> ImageCache | None:
+        """None if runs with other geometries keep replacing the file: then this one just decodes."""
+        header = _HEADER.pack(_MAGIC, count, image_size, _hash64(variant))
+        size = _HEADER.size + count * (16 + 3 * image_size * image_size)
+        for _ in range(3):
+            _install(path, header, size)
+            handle = open(path, "r+b")
+            # Check what was opened, not what was installed: another run may have swapped it in between.
+            if os.fstat(handle.fileno()).st_size == size and handle.read(len(header)) == header:
+                return cls(handle, count, image_size)
+            handle.close()
+        return None
+
+    def read(self, index: int, identity: int, key: int | None) -> np.ndarray | None:
+        """The cached pixels if the slot holds this key, or (key None: the file is gone) any entry of this file."""
+        stored = int(self._slots[index, 1])
+        if stored == _EMPTY or int(self._slots[index, 0]) != identity or (key is not None and stored != key):
+            return None
+        pixels = np.array(self._pixels[index])
+        # A writer empties the key before touching the pixels, so an unchanged key means the copy is whole.
+        return pixels if int(self._slots[index, 1]) == stored else None
+
+    def write(self, index: int, identity: int, key: int, pixels: np.ndarray) -> None:
+        with self._locked():
+            self._slots[index, 1] = _EMPTY
+            self._slots[index, 0] = identity
+            self._pixels[index] = pixels
+            self._slots[index, 1] = key  # last: a crash before this only costs a re-decode
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Readers need no lock, but two runs writing different versions of one slot must not interleave.
+        if fcntl is None:
+            yield
+            return
+        fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+
+
 class FolderImages(Dataset):
-    """Files on disk, each decoded and resized once into a uint8 cache (a memory-mapped file or RAM)."""
+    """Files on disk, each decoded and resized once into a shared uint8 cache file (or at every read, with none)."""
 
     def __init__(
         self,
@@ -64,11 +192,9 @@ class FolderImages(Dataset):
         cache_file: Path | None = None,
     ) -> None:
         self.root, self.samples, self.image_size, self.variant = root, samples, image_size, variant
-        self.cache_file = cache_file
-        self._pixels: np.ndarray | None = None
-        self._filled: np.ndarray | None = None
-        if cache_file is not None:
-            self._create_cache_files()
+        self.cache_file = cache_file if samples else None  # nothing to cache, and numpy cannot map 0 bytes
+        self._cache: ImageCache | None = None
+        self._open_cache()  # here rather than at the first item, so a cache folder we cannot write fails early
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -77,41 +203,41 @@ class FolderImages(Dataset):
     def _shape(self) -> tuple[int, int, int, int]:
         return (len(self.samples), 3, self.image_size, self.image_size)
 
-    def _create_cache_files(self) -> None:
-        assert self.cache_file is not None
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        flags = self.cache_file.with_suffix(".filled")
-        if not self.cache_file.exists() or not flags.exists():
-            # Sparse files: the cache costs disk only as images are decoded into it.
-            np.memmap(self.cache_file, dtype=np.uint8, mode="w+", shape=self._shape).flush()
-            np.memmap(flags, dtype=np.uint8, mode="w+", shape=(len(self.samples),)).flush()
-
     def _open_cache(self) -> None:
-        assert self.cache_file is not None
-        self._pixels = np.memmap(self.cache_file, dtype=np.uint8, mode="r+", shape=self._shape)
-        self._filled = np.memmap(self.cache_file.with_suffix(".filled"), dtype=np.uint8, mode="r+", shape=(len(self),))
+        if self.cache_file is not None:
+            self._cache = ImageCache.open(self.cache_file, len(self.samples), self.image_size, self.variant)
 
     def __getstate__(self) -> dict:
         # DataLoader workers reopen the memory map themselves rather than pickling it.
         state = self.__dict__.copy()
-        state["_pixels"] = state["_filled"] = None
+        state["_cache"] = None
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open_cache()
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         relative, label = self.samples[index]
-        if self.cache_file is not None and self._pixels is None:
-            self._open_cache()
-        if self._filled is not None and self._filled[index]:
-            return torch.from_numpy(np.array(self._pixels[index])), label
+        path = self.root / relative
+        identity = _hash64(path, self.image_size, self.variant)
+        if self._cache is not None:
+            try:
+                key = _entry_key(identity, os.stat(path))
+            except OSError:
+                key = None  # gone since the scan: its last decode is all there is
+            cached = self._cache.read(index, identity, key)
+            if cached is not None:
+                return torch.from_numpy(cached), label
         try:
-            pixels = load_resized(self.root / relative, self.image_size, self.variant)
+            pixels, stat = _decode(path, self.image_size, self.variant)
         except (OSError, ValueError, Image.DecompressionBombError):
             return torch.zeros(self._shape[1:], dtype=torch.uint8), UNREADABLE
-        if self._filled is not None:
-            self._pixels[index] = pixels.numpy()
-            self._filled[index] = 1  # set after the pixels, so a crash in between only costs a re-decode
+        if self._cache is not None:
+            self._cache.write(index, identity, _entry_key(identity, stat), pixels.numpy())
         return pixels, label
 
 
 def cache_path(fingerprint: str, split: str, variant: str, image_size: int) -> Path:
-    return cache_dir() / "images" / f"{fingerprint}-{split}-{variant}-{image_size}.u8"
+    # ".img": files of the older layout (a .u8 with a separate .filled) are never opened by mistake.
+    return cache_dir() / "images" / f"{fingerprint}-{split}-{variant}-{image_size}.img"
