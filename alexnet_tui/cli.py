@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from alexnet_tui.config import AMP_MODES, CACHE_MODES, TrainConfig, load_toml
 from alexnet_tui.errors import UsageError
-
-COMMANDS = ("summary", "download", "evaluate", "predict", "runs", "watch")
 
 
 class Parser(argparse.ArgumentParser):
@@ -66,6 +64,7 @@ def train_parser() -> Parser:
         help="keep training when the loss becomes NaN or inf",
     )
     add("--demo-size", type=int, help="images in the demo set (default 600)")
+    add("--width", type=float, help="fraction of the tutorial's channels and units, for quick tries (default 1)")
     return parser
 
 
@@ -88,14 +87,15 @@ def summary_command(argv: Sequence[str]) -> int:
     parser = Parser(prog="alexnet-tui summary", description="Print torchsummary's table for the model.")
     parser.add_argument("--num-classes", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=227)
+    parser.add_argument("--width", type=float, default=1.0, help="fraction of the tutorial's widths (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     args = parser.parse_args(argv)
-    TrainConfig(num_classes=args.num_classes, image_size=args.image_size).validate()
+    TrainConfig(num_classes=args.num_classes, image_size=args.image_size, width=args.width).validate()
     from alexnet_tui.engine.device import resolve_device
     from alexnet_tui.model import AlexNet, summary_text
 
     device = resolve_device(args.device)
-    print(summary_text(AlexNet(args.num_classes, args.image_size).to(device), device), end="")
+    print(summary_text(AlexNet(args.num_classes, args.image_size, args.width).to(device), device), end="")
     return 0
 
 
@@ -110,7 +110,7 @@ def train_command(argv: Sequence[str]) -> int:
         from alexnet_tui.headless import run_headless
 
         return run_headless(config)
-    from alexnet_tui.ui.app import run_app
+    from alexnet_tui.ui.launch import run_app
 
     return run_app(config)
 
@@ -129,30 +129,86 @@ def watch_command(argv: Sequence[str]) -> int:
     config = TrainConfig()
     if (run_dir / "config.toml").is_file():
         config = TrainConfig.from_dict(load_toml(run_dir / "config.toml"))
-    from alexnet_tui.ui.app import run_app
+    from alexnet_tui.ui.launch import run_app
 
     return run_app(config, watch=run_dir)
+
+
+def evaluate_command(argv: Sequence[str]) -> int:
+    parser = Parser(prog="alexnet-tui evaluate", description="Evaluate a checkpoint: metrics, confusion, mistakes.")
+    parser.add_argument("--checkpoint", required=True, help="best.pt, last.pt or a run directory (its best.pt)")
+    parser.add_argument("--data", help="image folder or demo (default: the data the checkpoint was trained on)")
+    parser.add_argument("--split", choices=("val", "test"), help="default: test when the run kept one, else val")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    from alexnet_tui.inference import evaluate_checkpoint
+
+    return evaluate_checkpoint(args.checkpoint, args.data, args.split, args.device, args.batch_size)
+
+
+def predict_command(argv: Sequence[str]) -> int:
+    parser = Parser(prog="alexnet-tui predict", description="Top classes for each image, with probabilities.")
+    parser.add_argument("--checkpoint", required=True, help="best.pt, last.pt or a run directory (its best.pt)")
+    parser.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    args = parser.parse_args(argv)
+    from alexnet_tui.inference import predict_images
+
+    return predict_images(args.checkpoint, args.images, args.top, args.device)
+
+
+def runs_command(argv: Sequence[str]) -> int:
+    parser = Parser(prog="alexnet-tui runs", description="List runs: state, epochs, best val_loss, device, start.")
+    parser.add_argument("folder", nargs="?", default="runs", help="folder holding run directories (default runs)")
+    args = parser.parse_args(argv)
+    from alexnet_tui.runs import list_runs
+
+    return list_runs(Path(args.folder))
+
+
+def whole_number(text: str) -> int:
+    """argparse type: a whole number, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return int(text)
+
+
+def download_command(argv: Sequence[str]) -> int:
+    from alexnet_tui.download import DEFAULT_URL, RETRIES, download_dataset
+
+    parser = Parser(prog="alexnet-tui download", description="Fetch and unpack Microsoft's Cats vs Dogs zip.")
+    parser.add_argument("--url", default=DEFAULT_URL, help="where to fetch from (http, https or file://)")
+    parser.add_argument(
+        "--dest", type=Path, default=None, help="a new or empty folder to unpack into (default: the cache)"
+    )
+    parser.add_argument("--sha256", help="expected checksum of the zip")
+    parser.add_argument(
+        "--retries",
+        type=whole_number,
+        default=RETRIES,
+        help=f"how often to retry a cut or stalled download, resuming where it stopped (default {RETRIES})",
+    )
+    args = parser.parse_args(argv)
+    return download_dataset(args.url, args.dest, args.sha256, args.retries)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "summary": summary_command,
+    "download": download_command,
+    "evaluate": evaluate_command,
+    "predict": predict_command,
+    "runs": runs_command,
+    "watch": watch_command,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "summary":
-            return summary_command(argv[1:])
-        if argv and argv[0] in ("evaluate", "predict"):
-            from alexnet_tui import inference
-
-            return getattr(inference, f"{argv[0]}_command")(argv[1:])
-        if argv and argv[0] == "runs":
-            from alexnet_tui.runs import runs_command
-
-            return runs_command(argv[1:])
-        if argv and argv[0] == "watch":
-            return watch_command(argv[1:])
-        if argv and argv[0] == "download":
-            from alexnet_tui.download import download_command
-
-            return download_command(argv[1:])
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
         return train_command(argv)
     except UsageError as error:
         print(f"alexnet-tui: error: {error}", file=sys.stderr)

@@ -36,6 +36,7 @@ class TrainConfig:
     limit_batches: int | None = None
     stop_on_nan: bool = True
     demo_size: int = 600
+    width: float = 1.0  # fraction of the tutorial's channels and units; 1 is the tutorial's network
     resume: str | None = None
 
     def validate(self) -> TrainConfig:
@@ -68,6 +69,7 @@ class TrainConfig:
             f"--limit-batches must be positive, got {self.limit_batches}",
         )
         need(self.demo_size >= 20, f"--demo-size must be at least 20, got {self.demo_size}")
+        need(0 < self.width <= 1, f"--width must be in (0, 1] (1 is the tutorial's network), got {self.width}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import errno
 import hashlib
 import http.client
@@ -15,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -443,34 +442,12 @@ def install_dataset(
     return True
 
 
-def _count(text: str) -> int:
-    """argparse type for --retries: a whole number, 0 or more."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
-    return int(text)
-
-
-def download_command(argv: Sequence[str]) -> int:
+def download_dataset(url: str, dest: Path | None, sha256: str | None, retries: int) -> int:
     """`alexnet-tui download`: install the data set, then say what is in it and how to train on it."""
-    from alexnet_tui.cli import Parser
-
-    parser = Parser(prog="alexnet-tui download", description="Fetch and unpack Microsoft's Cats vs Dogs zip.")
-    parser.add_argument("--url", default=DEFAULT_URL, help="where to fetch from (http, https or file://)")
-    parser.add_argument(
-        "--dest", type=Path, default=None, help="a new or empty folder to unpack into (default: the cache)"
-    )
-    parser.add_argument("--sha256", help="expected checksum of the zip")
-    parser.add_argument(
-        "--retries",
-        type=_count,
-        default=RETRIES,
-        help=f"how often to retry a cut or stalled download, resuming where it stopped (default {RETRIES})",
-    )
-    args = parser.parse_args(argv)
-    dest = (args.dest or default_dest()).expanduser().resolve()
+    dest = (dest or default_dest()).expanduser().resolve()
     report = progress_reporter(sys.stdout.isatty())
     try:
-        fresh = install_dataset(args.url, dest, report, args.sha256, args.retries)
+        fresh = install_dataset(url, dest, report, sha256, retries)
     finally:
         report.close()
     if not fresh:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 from alexnet_tui.config import TrainConfig
-from alexnet_tui.engine import Control, RunOutcome, Trainer
+from alexnet_tui.engine import Control, RunOutcome, StoppedBeforeStart, Trainer
 from alexnet_tui.engine import events as ev
+from alexnet_tui.engine.loaders import start_worker_processes
 from alexnet_tui.metrics import MetricsWriter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -26,28 +28,48 @@ def format_epoch(event: ev.EpochEnd) -> str:
 
 
 class LineReporter:
-    """Prints the run as the tutorial did, plus where things are; also copies every line to train.log."""
+    """Prints the run as the tutorial did, plus where things are; also copies every line to train.log.
+    When the terminal goes away (an SSH connection dropped: writes fail with EIO) it goes quiet
+    and the run goes on, logging to train.log."""
 
     def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live
+        self.terminal_gone = False
         self.log: TextIO | None = None
         self._progress = None
         self._task = None
         self._last_plain = 0.0
 
+    def to_terminal(self, text: str, stream: TextIO | None = None) -> None:
+        """One line to the terminal; a terminal that is gone silences this reporter, not the run."""
+        if self.terminal_gone:
+            return
+        try:
+            if self._progress is not None:
+                self._progress.console.print(text, highlight=False, markup=False)
+            else:
+                print(text, file=stream or self.stream, flush=True)
+        except (OSError, ValueError):  # EIO from a hung-up tty; ValueError from a closed stream
+            self.terminal_gone = True
+            self._progress = None
+
+    def __repr__(self) -> str:
+        return "the terminal printer"
+
+    def open_log(self, run_dir: Path) -> None:
+        if self.log is None:
+            self.log = open(run_dir / "train.log", "a", encoding="utf-8")
+
     def line(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(text, highlight=False, markup=False)
-        else:
-            print(text, file=self.stream, flush=True)
+        self.to_terminal(text)
         if self.log is not None:
             self.log.write(text + "\n")
             self.log.flush()
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.RunStarted):
-            self.log = open(Path(event.run_dir) / "train.log", "a", encoding="utf-8")
+            self.open_log(Path(event.run_dir))
             data = event.dataset
             self.line(f"run directory: {event.run_dir}")
             self.line(f"device: {event.device}, mixed precision: {event.amp}")
@@ -84,14 +106,14 @@ class LineReporter:
             self.line(f"finished in {event.seconds:.1f} s; best val_loss {event.best_val_loss:.5f}")
         elif isinstance(event, ev.Failed):
             self._stop_bar()
-            print(f"alexnet-tui: training failed: {event.message}", file=sys.stderr, flush=True)
+            self.to_terminal(f"alexnet-tui: training failed: {event.message}", sys.stderr)
             if self.log is not None:
                 self.log.write(f"training failed: {event.message}\n{event.details}")
                 self.log.flush()
 
     def _start_bar(self, event: ev.EpochStarted) -> None:
         self._last_plain = time.monotonic()
-        if not self.live:
+        if not self.live or self.terminal_gone:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -102,21 +124,32 @@ class LineReporter:
             TextColumn("{task.fields[stats]}"),
             TimeRemainingColumn(),
             transient=True,
+            # Redrawn from this thread on each update, not by rich's own thread: a write that
+            # fails (the terminal hung up) must fail here, where it is caught.
+            auto_refresh=False,
         )
-        self._progress.start()
         self._task = self._progress.add_task("train", total=event.batches, stats="")
+        self._guarded(self._progress.start)
 
     def _progress_update(self, event: ev.BatchEnd) -> None:
         stats = f"loss {event.running_loss:.5f} acc {event.running_acc:.5f} {event.images_per_sec:.1f} img/s"
         if self._progress is not None:
-            self._progress.update(self._task, completed=event.batch, stats=stats)
+            progress = self._progress
+            self._guarded(lambda: progress.update(self._task, completed=event.batch, stats=stats, refresh=True))
         elif time.monotonic() - self._last_plain >= PLAIN_PROGRESS_EVERY_S or event.batch == event.batches:
             self._last_plain = time.monotonic()
-            print(f"epoch {event.epoch:02d} batch {event.batch}/{event.batches} {stats}", file=self.stream, flush=True)
+            self.to_terminal(f"epoch {event.epoch:02d} batch {event.batch}/{event.batches} {stats}")
+
+    def _guarded(self, draw: Callable[[], object]) -> None:
+        try:
+            draw()
+        except (OSError, ValueError):
+            self.terminal_gone = True
+            self._progress = None
 
     def _stop_bar(self) -> None:
         if self._progress is not None:
-            self._progress.stop()
+            self._guarded(self._progress.stop)
             self._progress = None
 
     def close(self) -> None:
@@ -140,20 +173,24 @@ def run_headless(config: TrainConfig) -> int:
     if hasattr(signal, "SIGHUP"):
         # The SSH session dying must not kill a run left in nohup or tmux.
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    start_worker_processes()  # before any loader or pool, so they inherit the blocked stop signals
     reporter = LineReporter()
     trainer = Trainer(config, [reporter], control)
     metrics: MetricsWriter | None = None
     try:
         if trainer.ranks.main:  # under torchrun only rank 0 prints and writes files
-            print(f"preparing data: {config.data} ...", flush=True)
+            reporter.to_terminal(f"preparing data: {config.data} ...")
         trainer.prepare()
-        assert trainer.run_dir is not None
-        if trainer.ranks.main:
-            metrics = MetricsWriter(trainer.run_dir / "metrics.jsonl")
+        run_dir = trainer.position().run_dir
+        if run_dir is not None:
+            metrics = MetricsWriter(run_dir / "metrics.jsonl")
             trainer.subscribe(metrics)
         outcome = trainer.fit()
+    except StoppedBeforeStart as stop:
+        reporter.to_terminal(f"alexnet-tui: stopped before training began ({stop}); nothing to save", sys.stderr)
+        return EXIT_SIGNAL.get(received[0], 130) if received else 130
     except KeyboardInterrupt:
-        print("alexnet-tui: interrupted; checkpoints on disk are whole (written atomically)", file=sys.stderr)
+        reporter.to_terminal("alexnet-tui: interrupted; checkpoints on disk are whole (written atomically)", sys.stderr)
         return EXIT_SIGNAL[signal.SIGINT]
     finally:
         trainer.close()
@@ -162,8 +199,14 @@ def run_headless(config: TrainConfig) -> int:
             metrics.close()
         for number, handler in previous.items():
             signal.signal(number, handler)
+    return exit_code(outcome, received)
+
+
+def exit_code(outcome: RunOutcome, signals_received: list[int]) -> int:
+    """0 finished, 1 failed; a stop says which signal asked for it (130 Ctrl+C or x, 143 SIGTERM)."""
     if outcome is RunOutcome.FINISHED:
         return EXIT_OK
     if outcome is RunOutcome.STOPPED:
-        return EXIT_SIGNAL.get(received[0], 130) if received else 130
+        stops = [number for number in signals_received if number in EXIT_SIGNAL]
+        return EXIT_SIGNAL[stops[0]] if stops else 130
     return EXIT_FAILED

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,40 +25,36 @@ def checkpoint_path(given: str) -> Path:
 
 
 def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> AlexNet:
-    model = AlexNet(payload["num_classes"], payload["image_size"])
+    model = AlexNet(payload["num_classes"], payload["image_size"], payload.get("width", 1.0))
     model.load_state_dict(payload["model"])  # strict: leftover or missing keys are refused
     return model.to(device).eval()
 
 
-def evaluate_command(argv: Sequence[str]) -> int:
-    from alexnet_tui.cli import Parser
+def evaluate_checkpoint(checkpoint: str, data: str | None, split: str | None, device_name: str, batch_size: int) -> int:
+    """Print the evaluation report of a checkpoint on its data (or `data`) and save it beside it."""
+    from torch.utils.data import DataLoader
+
     from alexnet_tui.data import load_data
     from alexnet_tui.engine.report import evaluation_report, format_report
 
-    parser = Parser(prog="alexnet-tui evaluate", description="Evaluate a checkpoint: metrics, confusion, mistakes.")
-    parser.add_argument("--checkpoint", required=True, help="best.pt, last.pt or a run directory (its best.pt)")
-    parser.add_argument("--data", help="image folder or demo (default: the data the checkpoint was trained on)")
-    parser.add_argument("--split", choices=("val", "test"), help="default: test when the run kept one, else val")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
-    path = checkpoint_path(args.checkpoint)
+    path = checkpoint_path(checkpoint)
     payload = load_checkpoint(path)
     values = dict(payload["config"], resume=None, out=None)
-    if args.data:
-        values["data"] = args.data
+    if data:
+        values["data"] = data
     config = TrainConfig.from_dict(values).validate()
-    device = resolve_device(args.device)
+    device = resolve_device(device_name)
     bundle = load_data(config)
     num_classes = payload["config"].get("num_classes") or len(bundle.class_names)
-    check_compatible(payload, num_classes, payload["image_size"], bundle.class_names)
-    split = args.split or ("test" if bundle.test is not None else "val")
+    check_compatible(payload, num_classes, payload["image_size"], bundle.class_names, payload.get("width", 1.0))
+    split = split or ("test" if bundle.test is not None else "val")
     dataset = bundle.test if split == "test" else bundle.val
     if dataset is None:
         raise UsageError(f"this data has no {split} split (the run used --test-split 0); use --split val")
-    report = evaluation_report(
-        model_from_checkpoint(payload, device), dataset, bundle.class_names, device, args.batch_size
-    )
+    model = model_from_checkpoint(payload, device)
+    report = evaluation_report(model, DataLoader(dataset, batch_size=batch_size), dataset, bundle.class_names, device)
+    if report is None:
+        raise UsageError(f"the {split} split of {config.data} is empty")
     report.update(checkpoint=str(path), data=config.data, split=split)
     print(format_report(report))
     target = path.parent / f"evaluation-{split}.json"
@@ -71,21 +66,14 @@ def evaluate_command(argv: Sequence[str]) -> int:
     return 0
 
 
-def predict_command(argv: Sequence[str]) -> int:
-    from alexnet_tui.cli import Parser
-
-    parser = Parser(prog="alexnet-tui predict", description="Top classes for each image, with probabilities.")
-    parser.add_argument("--checkpoint", required=True, help="best.pt, last.pt or a run directory (its best.pt)")
-    parser.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("images", nargs="+", metavar="IMAGE")
-    args = parser.parse_args(argv)
-    payload = load_checkpoint(checkpoint_path(args.checkpoint))
-    device = resolve_device(args.device)
+def predict_images(checkpoint: str, images: list[str], top: int, device_name: str) -> int:
+    """Print each image's top classes; exit 1 if any image could not be read."""
+    payload = load_checkpoint(checkpoint_path(checkpoint))
+    device = resolve_device(device_name)
     model = model_from_checkpoint(payload, device)
     failures = 0
-    for image in args.images:
-        line, ok = predict_image(model, payload, image, args.top, device)
+    for image in images:
+        line, ok = predict_image(model, payload, image, top, device)
         print(line, file=sys.stdout if ok else sys.stderr)
         failures += not ok
     return 1 if failures else 0

@@ -3,28 +3,51 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from alexnet_tui.engine.events import Event
 
 
 class MetricsWriter:
-    """A subscriber that appends each event as one line. A line is written whole or not at all
-    from a reader's point of view: readers skip a last line without its newline."""
+    """A subscriber that appends each event as one line with one write(2) on an O_APPEND file, so a
+    line is whole or torn, never interleaved. Readers skip a torn last line; the next line written
+    after a torn one (a crash, a full disk) starts on a line of its own instead of fusing with it."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file = open(self.path, "a", buffering=1, encoding="utf-8")  # line-buffered
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._torn = self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
 
     def __call__(self, event: Event) -> None:
-        self._file.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
+        if self._fd is None:
+            return
+        data = (json.dumps(event.to_json(), separators=(",", ":")) + "\n").encode()
+        if self._torn:
+            data = b"\n" + data
+        self._torn = True  # until the whole line is down
+        written = 0
+        while written < len(data):
+            written += os.write(self._fd, data[written:])
+        self._torn = False
+
+    def __repr__(self) -> str:
+        return f"writing {self.path}"
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) == b"\n"
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """Every whole line of a metrics file (a torn last line from a crash is ignored)."""
+    """Every whole line of a metrics file (a torn line from a crash is ignored)."""
     records = []
     with open(path, encoding="utf-8") as file:
         for line in file:

@@ -27,26 +27,36 @@ def smallest_image_size() -> int:
     return size
 
 
+def scaled(channels: int, width: float) -> int:
+    """A layer's size at a fraction of the tutorial's width (never below one unit)."""
+    return max(1, round(channels * width))
+
+
 class AlexNet(nn.Module):
     """AlexNet as the tutorial wrote it; at 227x227 nothing is added, elsewhere the
-    features are pooled adaptively to 6x6 so the classifier stays 9216 -> 4096."""
+    features are pooled adaptively to 6x6 so the classifier stays 9216 -> 4096.
+    `width` < 1 scales every layer's channels and units down, for quick tries and tests;
+    1 (the default) is the tutorial's network."""
 
-    def __init__(self, num_classes: int, image_size: int = TUTORIAL_IMAGE_SIZE) -> None:
+    def __init__(self, num_classes: int, image_size: int = TUTORIAL_IMAGE_SIZE, width: float = 1.0) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.image_size = image_size
+        self.width = width
+        c1, c2, c3, c4, c5 = (scaled(c, width) for c in (96, 256, 384, 384, 256))
+        hidden = scaled(4096, width)
         layers: list[nn.Module] = [
-            nn.Conv2d(3, 96, kernel_size=11, stride=4),
+            nn.Conv2d(3, c1, kernel_size=11, stride=4),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(96, 256, kernel_size=5, padding=2),
+            nn.Conv2d(c1, c2, kernel_size=5, padding=2),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(256, 384, kernel_size=3, padding=1),
+            nn.Conv2d(c2, c3, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(384, 384, kernel_size=3, padding=1),
+            nn.Conv2d(c3, c4, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.Conv2d(c4, c5, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
         ]
@@ -55,12 +65,12 @@ class AlexNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
             nn.Dropout(p=0.5),
-            nn.Linear(256 * 6 * 6, 4096),
+            nn.Linear(c5 * 6 * 6, hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(p=0.5),
-            nn.Linear(4096, 4096),
+            nn.Linear(hidden, hidden),
             nn.ReLU(inplace=True),
-            nn.Linear(4096, num_classes),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from alexnet_tui.engine.events import RunState
+from alexnet_tui.errors import UsageError
 from alexnet_tui.metrics import read_metrics
 
 
@@ -31,12 +32,12 @@ def summarize_run(run_dir: Path) -> dict[str, Any] | None:
     if not starts:
         return None
     states = [r["state"] for r in records if r["event"] == "state"]
-    state = states[-1] if states else "idle"
+    state = RunState(states[-1]) if states else RunState.IDLE
     last_start = starts[-1]
-    if state in ("training", "paused", "evaluating"):
+    if state.busy:
         same_host = last_start.get("host") == socket.gethostname()
         if same_host and last_start.get("pid") and not process_alive(last_start["pid"]):
-            state = "interrupted"  # the process is gone without saying so (kill -9, power loss)
+            state = RunState.INTERRUPTED  # the process is gone without saying so (kill -9, power loss)
     epochs = [r for r in records if r["event"] == "epoch"]
     best = [r for r in epochs if r.get("best")]
     return {
@@ -50,14 +51,8 @@ def summarize_run(run_dir: Path) -> dict[str, Any] | None:
     }
 
 
-def runs_command(argv: Sequence[str]) -> int:
-    from alexnet_tui.cli import Parser
-    from alexnet_tui.errors import UsageError
-
-    parser = Parser(prog="alexnet-tui runs", description="List runs: state, epochs, best val_loss, device, start.")
-    parser.add_argument("folder", nargs="?", default="runs", help="folder holding run directories (default runs)")
-    args = parser.parse_args(argv)
-    folder = Path(args.folder)
+def list_runs(folder: Path) -> int:
+    """Print one line per run directory in `folder` (and `folder` itself if it is one)."""
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder; runs are kept in ./runs unless --out said otherwise")
     candidates = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,8 @@ import pytest
 from PIL import Image
 
 from alexnet_tui.config import TrainConfig
+
+ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -19,13 +24,52 @@ def private_cache(tmp_path_factory, monkeypatch) -> Path:
     return cache
 
 
+# The one definition of the test data and model sizes. A sixteenth of the tutorial's widths trains
+# in well under a second here and writes checkpoints of ~3 MB instead of ~700 MB; the real network
+# is kept for the tests where it matters (summary, channels_last at 227, one full-size fit).
+TINY_WIDTH = 1 / 16
+TINY = dict(data="demo", image_size=67, epochs=2, demo_size=48, batch_size=8, workers=0, width=TINY_WIDTH)
+TINY_ARGS = [
+    "--data", "demo", "--image-size", "67", "--demo-size", "48", "--batch-size", "8", "--workers", "0",
+    "--width", str(TINY_WIDTH),
+]  # fmt: skip
+
+
 def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
-    """Small enough to train in seconds on two CPU cores."""
-    values = dict(
-        data="demo", image_size=67, epochs=2, demo_size=48, batch_size=8, out=str(tmp_path / "run"), workers=0
+    """Small enough to train in about a second on two CPU cores."""
+    return TrainConfig(**{**TINY, "out": str(tmp_path / "run"), **overrides})
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300, **options) -> subprocess.CompletedProcess:
+    """The real command in a process of its own: only for what needs one (signals, imports)."""
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_tui", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        **options,
     )
-    values.update(overrides)
-    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """One finished two-epoch run, shared by the tests that only read one (runs, watch, evaluate)."""
+    from alexnet_tui.cli import main
+
+    folder = tmp_path_factory.mktemp("shared-runs")
+    cache = tmp_path_factory.mktemp("shared-cache")
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    try:
+        assert main(["--no-ui", *TINY_ARGS, "--epochs", "2", "--out", str(folder / "first")]) == 0
+    finally:
+        if previous is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = previous
+    return folder / "first"
 
 
 def jpeg_bytes(width: int, height: int, seed: int, mode: str = "RGB") -> bytes:

@@ -3,6 +3,7 @@ and for UI behaviour that must not depend on timing."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -10,7 +11,7 @@ import weakref
 from pathlib import Path
 
 from alexnet_tui.config import TrainConfig
-from alexnet_tui.engine import Control, RunOutcome
+from alexnet_tui.engine import Control, RunOutcome, RunPosition, RunState
 from alexnet_tui.engine import events as ev
 
 EPOCHS, BATCHES = 2, 6
@@ -38,12 +39,15 @@ class ScriptedTrainer:
     def prepare(self) -> None:
         self.prepared = True
 
+    def position(self) -> RunPosition:
+        return RunPosition(self.prepared, self.epoch, self.batch, self.run_dir)
+
     def close(self) -> None:
         pass
 
-    def evaluate(self, split: str = "val", requested: bool = False):
-        self.emit(ev.EvaluationEnd(split, 0.5, 0.75, 60, None, requested, time=0))
-        return 0.5, 0.75
+    def evaluate_now(self, split: str = "val"):
+        self.emit(ev.EvaluationEnd(split, 0.5, 0.75, 60, None, True, time=0))
+        self.emit(ev.StateChanged(RunState.IDLE, time=0))
 
     def fit(self) -> RunOutcome:
         if self.fail_with is not None:
@@ -68,13 +72,15 @@ class ScriptedTrainer:
                 time=0,
             )
         )
-        self.emit(ev.StateChanged("training", time=0))
+        self.emit(ev.StateChanged(RunState.TRAINING, time=0))
         best = math.inf
         for epoch in range(1, EPOCHS + 1):
             self.emit(ev.EpochStarted(epoch, EPOCHS, BATCHES, time=0))
             for batch in range(1, BATCHES + 1):
                 loss = 1.1 - 0.05 * (epoch - 1) * BATCHES - 0.05 * batch
-                self.emit(ev.BatchEnd(epoch, EPOCHS, batch, BATCHES, loss, 0.5, loss + 0.01, 0.5, 40.0, time=0))
+                left = (EPOCHS - epoch) * BATCHES + BATCHES - batch
+                row = ev.BatchEnd(epoch, EPOCHS, batch, BATCHES, loss, 0.5, loss + 0.01, 0.5, 40.0, 0.0, left * 0.8)
+                self.emit(dataclasses.replace(row, time=0))
                 if self.hold_at == (epoch, batch):
                     self.control.stop_event.wait(10)
             val_loss = 1.0 - 0.2 * epoch
@@ -83,5 +89,5 @@ class ScriptedTrainer:
             self.emit(ev.EpochEnd(epoch, EPOCHS, 0.9, 0.6, val_loss, 0.7, 40.0, 12.0, True, time=0))
         self.emit(ev.EvaluationEnd("test", 0.55, 0.8, 60, f"{self.shown_dir}/best.pt", time=0))
         self.emit(ev.Finished(best, 0.55, 0.8, 30.0, time=0))
-        self.emit(ev.StateChanged("finished", time=0))
+        self.emit(ev.StateChanged(RunState.FINISHED, time=0))
         return RunOutcome.FINISHED

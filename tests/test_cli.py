@@ -1,35 +1,24 @@
-import json
+"""The command line: tutorial-style logs, settings precedence, bad input, exit codes, import hygiene."""
+
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from alexnet_tui.cli import main
 from alexnet_tui.metrics import read_metrics
+from tests.conftest import ROOT, TINY_ARGS, run_cli
 from tests.test_model import TUTORIAL_TABLE_TAIL
 
-TINY = ["--data", "demo", "--image-size", "67", "--demo-size", "48", "--batch-size", "8", "--workers", "0"]
 
-
-def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "alexnet_tui", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
-    )
-
-
-def test_headless_run_logs_like_the_tutorial(tmp_path):
-    done = cli("--no-ui", *TINY, "--epochs", "2", "--out", "run", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    out = done.stdout
+def test_headless_run_logs_like_the_tutorial(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--no-ui", *TINY_ARGS, "--epochs", "2", "--out", "run"]) == 0
+    out = capsys.readouterr().out
     assert "\r" not in out and "\x1b" not in out  # a file gets plain lines, no bar
     assert re.search(r"^\[INFO\] val_loss has been improved from inf to \d\.\d{5}\. Saving Model!$", out, re.M)
     assert re.search(
@@ -41,15 +30,16 @@ def test_headless_run_logs_like_the_tutorial(tmp_path):
     epochs = [r for r in records if r["event"] == "epoch"]
     assert len(epochs) == 2
     assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_sec", "seconds"} <= set(epochs[0])
-    assert len([r for r in records if r["event"] == "batch"]) == 10
+    batches = [r for r in records if r["event"] == "batch"]
+    assert len(batches) == 10 and batches[-1]["seconds_left"] == 0
     assert (run / "best.pt").exists() and (run / "last.pt").exists()
     assert "evaluation loss" in (run / "train.log").read_text()
 
 
-def test_settings_come_from_toml_and_the_command_line_wins(tmp_path):
+def test_settings_come_from_toml_and_the_command_line_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "c.toml").write_text("epochs = 3\nbatch-size = 16\nlimit_batches = 1\n")
-    done = cli("--no-ui", *TINY, "--config", "c.toml", "--epochs", "1", "--out", "run", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    assert main(["--no-ui", *TINY_ARGS, "--config", "c.toml", "--epochs", "1", "--out", "run"]) == 0
     written = (tmp_path / "run" / "config.toml").read_text()
     assert "epochs = 1" in written and "batch_size = 8" in written and "limit_batches = 1" in written
 
@@ -63,6 +53,7 @@ def test_settings_come_from_toml_and_the_command_line_wins(tmp_path):
         (["--batch-size", "-1"], "--batch-size must be a positive"),
         (["--lr", "0"], "--lr must be a positive"),
         (["--image-size", "32"], "--image-size 32 is not one AlexNet can take"),
+        (["--width", "2"], "--width must be in (0, 1]"),
         (["--device", "cuda"], "CUDA is not available"),
         (["--device", "tpu"], "is not a device"),
         (["--out", "blocked/run"], "cannot write there"),
@@ -72,74 +63,74 @@ def test_settings_come_from_toml_and_the_command_line_wins(tmp_path):
         (["--frobnicate"], "unrecognized arguments"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
     (tmp_path / "blocked").write_text("a file where a folder should be")
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "last.pt").write_bytes(b"precious")
-    done = cli("--no-ui", *TINY, *args, cwd=tmp_path)
-    assert done.returncode == 2
-    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in done.stderr + done.stdout
+    assert main(["--no-ui", *TINY_ARGS, *args]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert "Traceback" not in captured.err + captured.out
     assert (tmp_path / "taken" / "last.pt").read_bytes() == b"precious"
     assert not (tmp_path / "runs").exists()
 
 
-def test_summary_prints_the_tutorial_table(tmp_path):
-    done = cli("summary", "--num-classes", "1000", cwd=tmp_path)
-    assert done.returncode == 0
-    assert done.stdout.endswith(TUTORIAL_TABLE_TAIL)
-    assert "Linear-20                    [-1, 2]" in cli("summary", cwd=tmp_path).stdout
+def test_summary_prints_the_tutorial_table(capsys):
+    assert main(["summary", "--num-classes", "1000"]) == 0
+    assert capsys.readouterr().out.endswith(TUTORIAL_TABLE_TAIL)
+    assert main(["summary"]) == 0
+    assert "Linear-20                    [-1, 2]" in capsys.readouterr().out
 
 
 def test_headless_never_imports_textual(tmp_path):
     code = (
         "import sys; from alexnet_tui.cli import main; "
-        f"rc = main(['--no-ui', *{TINY!r}, '--epochs', '1', '--limit-batches', '1', '--out', 'run']); "
+        f"rc = main(['--no-ui', *{TINY_ARGS!r}, '--epochs', '1', '--limit-batches', '1', '--out', 'run']); "
         "print('TEXTUAL' if 'textual' in sys.modules else 'CLEAN', rc)"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.stdout.strip().endswith("CLEAN 0"), done.stdout + done.stderr
 
 
-def test_not_a_terminal_runs_headless_and_says_so(tmp_path):
-    done = cli(*TINY, "--epochs", "1", "--limit-batches", "1", "--out", "run", cwd=tmp_path)
-    assert done.returncode == 0
-    assert "not a terminal" in done.stderr and "--no-ui" in done.stderr
+def test_not_a_terminal_runs_headless_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([*TINY_ARGS, "--epochs", "1", "--limit-batches", "1", "--out", "run"]) == 0
+    err = capsys.readouterr().err
+    assert "not a terminal" in err and "--no-ui" in err
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signals_stop_at_a_batch_boundary_then_resume(tmp_path, sig, code):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     process = subprocess.Popen(
-        [sys.executable, "-m", "alexnet_tui", "--no-ui", *TINY, "--epochs", "50", "--out", "run"],
+        [sys.executable, "-m", "alexnet_tui", "--no-ui", *TINY_ARGS, "--epochs", "500", "--out", "run"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline:
         if metrics.exists() and '"event":"batch"' in metrics.read_text():
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     process.send_signal(sig)
     out, err = process.communicate(timeout=120)
     assert process.returncode == code, err
     assert "resume with: alexnet-tui --no-ui --resume" in out
     stopped = [r for r in read_metrics(metrics) if r["event"] == "stopped"][0]
-    assert json.dumps(stopped)
-    done = cli("--no-ui", "--resume", "run", "--epochs", str(stopped["epoch"]), cwd=tmp_path)
+    done = run_cli("--no-ui", "--resume", "run", "--epochs", str(stopped["epoch"]), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"resuming at epoch {stopped['epoch']:02d}, batch {stopped['batch']}" in done.stdout
 
 
-def test_without_a_test_split_the_final_report_is_on_validation(tmp_path):
-    done = cli(
-        "--no-ui", *TINY, "--epochs", "1", "--limit-batches", "1", "--test-split", "0", "--out", "run", cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr
-    assert re.search(r"^evaluation loss: \d\.\d{5}, evaluation accuracy: \d\.\d{5}$", done.stdout, re.M)
-    assert "val images; best checkpoint:" in done.stdout
+def test_without_a_test_split_the_final_report_is_on_validation(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--no-ui", *TINY_ARGS, "--epochs", "1", "--limit-batches", "1", "--test-split", "0", "--out", "run"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^evaluation loss: \d\.\d{5}, evaluation accuracy: \d\.\d{5}$", out, re.M)
+    assert "val images; best checkpoint:" in out

@@ -3,16 +3,16 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from alexnet_tui.engine.checkpoint import load_checkpoint
 from alexnet_tui.metrics import read_metrics
+from tests.conftest import ROOT, TINY_ARGS
 
-TINY = ["--data", "demo", "--image-size", "67", "--demo-size", "96", "--batch-size", "8", "--workers", "0"]
+TWO_RANKS = [*TINY_ARGS, "--demo-size", "96"]  # the last --demo-size wins: 78 training images
 
 
 def test_two_gloo_processes_train_as_one_and_resume_on_one(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "ALEXNET_TUI_DIST_TIMEOUT_S": "120"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ALEXNET_TUI_DIST_TIMEOUT_S": "120"}
     command = [
         sys.executable,
         "-m",
@@ -23,7 +23,7 @@ def test_two_gloo_processes_train_as_one_and_resume_on_one(tmp_path):
         "-m",
         "alexnet_tui",
         "--no-ui",
-        *TINY,
+        *TWO_RANKS,
         "--epochs",
         "1",
         "--device",

@@ -4,7 +4,7 @@ import threading
 import pytest
 import torch
 
-from alexnet_tui.engine import Control, RunOutcome, Trainer
+from alexnet_tui.engine import Control, RunOutcome, RunState, Trainer
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from alexnet_tui.errors import UsageError
@@ -20,7 +20,8 @@ def test_fit_emits_the_run_and_writes_checkpoints(tmp_path):
     trainer = Trainer(tiny_config(tmp_path), [events.append])
     assert trainer.fit() is RunOutcome.FINISHED
     sequence = names(events)
-    assert sequence[0] == "run_started" and sequence[-2:] == ["finished", "state"]
+    assert sequence[:2] == ["state", "run_started"] and events[0].state is RunState.PREPARING
+    assert sequence[-2:] == ["finished", "state"] and events[-1].state is RunState.FINISHED
     batches = [e for e in events if isinstance(e, ev.BatchEnd)]
     train_images = len(trainer.data.train)
     assert train_images == 39  # 13 of each demo class; 3 held out per class
@@ -43,19 +44,28 @@ def test_fit_emits_the_run_and_writes_checkpoints(tmp_path):
     assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["best_epoch"] in (1, 2)
 
 
-def test_stop_from_another_thread_saves_state_and_fit_goes_on(tmp_path):
+@pytest.fixture
+def per_batch_reports(monkeypatch):
+    """The engine reads metrics back every 0.1 s; the tiny model runs a whole epoch in less. Tests
+    that act on one batch's event ask for an event after every batch."""
+    monkeypatch.setattr("alexnet_tui.engine.trainer.REPORT_INTERVAL_S", 0.0)
+
+
+def test_stop_from_another_thread_saves_state_and_fit_goes_on(tmp_path, per_batch_reports):
     control = Control()
     events: list[ev.Event] = []
 
     def stop_after_two_batches(event: ev.Event) -> None:
         events.append(event)
         if isinstance(event, ev.BatchEnd) and event.batch == 2 and event.epoch == 1:
-            threading.Thread(target=control.request_stop).start()
+            asking = threading.Thread(target=control.request_stop)
+            asking.start()
+            asking.join()
 
     trainer = Trainer(tiny_config(tmp_path, epochs=1), [stop_after_two_batches], control)
     assert trainer.fit() is RunOutcome.STOPPED
     stopped = [e for e in events if isinstance(e, ev.Stopped)][0]
-    assert stopped.batch in (2, 3)  # the next batch boundary after the request
+    assert stopped.batch == 2  # the next batch boundary after the request
     saved = load_checkpoint(stopped.last_checkpoint)
     assert (saved["epoch"], saved["batch"]) == (1, stopped.batch)
     events.clear()
@@ -63,7 +73,7 @@ def test_stop_from_another_thread_saves_state_and_fit_goes_on(tmp_path):
     assert [e.batch for e in events if isinstance(e, ev.BatchEnd)][0] == stopped.batch + 1
 
 
-def test_pause_holds_the_batches_until_resume(tmp_path):
+def test_pause_holds_the_batches_until_resume(tmp_path, per_batch_reports):
     control = Control()
     events: list[ev.Event] = []
     paused = threading.Event()
@@ -89,7 +99,7 @@ def test_pause_holds_the_batches_until_resume(tmp_path):
     assert names(events).count("evaluation") >= 2
 
 
-def test_evaluate_now_during_training(tmp_path):
+def test_evaluate_now_during_training(tmp_path, per_batch_reports):
     control = Control()
     events: list[ev.Event] = []
 
@@ -103,9 +113,10 @@ def test_evaluate_now_during_training(tmp_path):
     assert splits == ["val", "val", "test"]
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path):
+def test_resume_matches_an_uninterrupted_run(tmp_path, per_batch_reports):
     whole: list[ev.Event] = []
-    Trainer(tiny_config(tmp_path, out=str(tmp_path / "whole")), [whole.append]).fit()
+    with Trainer(tiny_config(tmp_path, out=str(tmp_path / "whole")), [whole.append]) as trainer:
+        trainer.fit()
     control = Control()
     first: list[ev.Event] = []
 
@@ -114,7 +125,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         if isinstance(event, ev.BatchEnd) and (event.epoch, event.batch) == (2, 2):
             control.request_stop()
 
-    Trainer(tiny_config(tmp_path, out=str(tmp_path / "cut")), [stop_mid_epoch_two], control).fit()
+    with Trainer(tiny_config(tmp_path, out=str(tmp_path / "cut")), [stop_mid_epoch_two], control) as trainer:
+        trainer.fit()
     second: list[ev.Event] = []
     resumed = tiny_config(tmp_path, out=None, resume=str(tmp_path / "cut"))
     assert Trainer(resumed, [second.append]).fit() is RunOutcome.FINISHED
@@ -136,7 +148,7 @@ def test_nan_loss_fails_clearly_and_keeps_the_best(tmp_path):
 
     def poisoned(images):
         out = forward(images)
-        return out * float("nan") if trainer.epoch == 2 else out
+        return out * float("nan") if trainer.position().epoch == 2 else out
 
     trainer.model.forward = poisoned
     assert trainer.fit() is RunOutcome.FAILED
@@ -172,9 +184,9 @@ def test_checkpoints_refuse_pickles_and_foreign_files(tmp_path):
 
 
 def test_resume_refuses_another_image_size(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, epochs=1))
-    trainer.prepare()
-    trainer.save_last()
+    with Trainer(tiny_config(tmp_path, epochs=1)) as trainer:
+        trainer.prepare()
+        trainer.save_last()
     with pytest.raises(CheckpointError, match="--image-size 67, not 96"):
         Trainer(tiny_config(tmp_path, image_size=96, out=None, resume=str(tmp_path / "run"))).prepare()
 
@@ -191,3 +203,21 @@ def test_save_is_atomic_when_interrupted(tmp_path, monkeypatch):
         save_checkpoint({"a": torch.zeros(2)}, target)
     assert torch.equal(torch.load(target, weights_only=True)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_the_full_size_network_trains_and_saves(tmp_path):
+    """The tutorial's own network (width 1, 58M parameters at 67 px) through one short fit."""
+    trainer = Trainer(tiny_config(tmp_path, width=1.0, epochs=1, limit_batches=1))
+    assert trainer.fit() is RunOutcome.FINISHED
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert saved["width"] == 1.0 and saved["model"]["classifier.1.weight"].shape == (4096, 9216)
+    trainer.close()
+
+
+def test_resume_refuses_another_width(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, epochs=1))
+    trainer.prepare()
+    trainer.save_last()
+    trainer.close()
+    with pytest.raises(CheckpointError, match="made for --width 0.0625, not 1.0"):
+        Trainer(tiny_config(tmp_path, width=1.0, out=None, resume=str(tmp_path / "run"))).prepare()

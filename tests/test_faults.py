@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -15,15 +14,14 @@ from alexnet_tui.engine import RunOutcome, Trainer
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.checkpoint import load_checkpoint
 from alexnet_tui.metrics import read_metrics
-from tests.conftest import tiny_config
-from tests.test_cli import TINY
+from tests.conftest import ROOT, TINY_ARGS, tiny_config
 
 
 def test_kill_9_at_random_moments_leaves_loadable_files_and_resumes(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = tmp_path / "run"
     rng = random.Random(1234)
-    command = [sys.executable, "-m", "alexnet_tui", "--no-ui", *TINY, "--epochs", "40", "--out", str(run)]
+    command = [sys.executable, "-m", "alexnet_tui", "--no-ui", *TINY_ARGS, "--epochs", "40", "--out", str(run)]
 
     def starts() -> int:
         if not (run / "metrics.jsonl").exists():
@@ -64,7 +62,7 @@ def test_full_disk_while_saving_keeps_state_in_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", real_save)
     assert trainer.fit() is RunOutcome.FINISHED  # the disk was fixed: save and go on
     assert load_checkpoint(tmp_path / "run" / "best.pt")["best_epoch"] >= 1
-    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")] == [".lock"]  # no temp files
 
 
 def test_image_broken_after_the_scan_is_skipped_and_counted(tmp_path, pet_folder):

@@ -3,13 +3,12 @@ import json
 from PIL import Image
 
 from alexnet_tui.cli import main
-from tests.conftest import jpeg_bytes
-from tests.test_cli import TINY
+from tests.conftest import TINY_ARGS, jpeg_bytes
 
 
 def test_evaluate_and_predict_from_a_checkpoint(tmp_path, pet_folder, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["--no-ui", *TINY, "--data", str(pet_folder), "--epochs", "1", "--out", "run"]) == 0
+    assert main(["--no-ui", *TINY_ARGS, "--data", str(pet_folder), "--epochs", "1", "--out", "run"]) == 0
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", "run", "--split", "val"]) == 0
     out = capsys.readouterr().out
@@ -34,7 +33,7 @@ def test_evaluate_and_predict_from_a_checkpoint(tmp_path, pet_folder, capsys, mo
 
 def test_evaluate_refuses_a_checkpoint_for_other_classes(tmp_path, pet_folder, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["--no-ui", *TINY, "--epochs", "1", "--limit-batches", "1", "--out", "run"]) == 0
+    assert main(["--no-ui", *TINY_ARGS, "--epochs", "1", "--limit-batches", "1", "--out", "run"]) == 0
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", "run", "--data", str(pet_folder)]) == 2
     assert "made for 3 classes, this data has 2" in capsys.readouterr().err

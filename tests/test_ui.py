@@ -1,11 +1,13 @@
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, RichLog
 
 from alexnet_tui.config import TrainConfig
+from alexnet_tui.engine import Trainer
 from alexnet_tui.ui.app import AlexNetApp
 from tests.conftest import jpeg_bytes, tiny_config
 from tests.fake_trainer import ScriptedTrainer
@@ -21,6 +23,21 @@ async def wait_for(pilot, condition, timeout: float = 120) -> None:
 
 def rows(app: AlexNetApp, table: str = "#batches") -> int:
     return app.query_one(table, DataTable).row_count
+
+
+class PacedTrainer(Trainer):
+    """The real engine at a human pace: the tiny model trains an epoch faster than a key press,
+    and these tests press keys mid-run."""
+
+    def _train_step(self, *args, **kwargs):
+        time.sleep(0.1)
+        return super()._train_step(*args, **kwargs)
+
+
+@pytest.fixture
+def paced(monkeypatch):
+    monkeypatch.setattr("alexnet_tui.engine.trainer.REPORT_INTERVAL_S", 0.0)  # an event per batch
+    return PacedTrainer
 
 
 @pytest.mark.asyncio
@@ -49,8 +66,8 @@ async def test_start_streams_rows_and_finishes_with_checkpoints(tmp_path):
 
 
 @pytest.mark.asyncio
-async def test_stop_saves_then_start_goes_on_and_evaluate_adds_a_row(tmp_path):
-    app = AlexNetApp(tiny_config(tmp_path, epochs=2))
+async def test_stop_saves_then_start_goes_on_and_evaluate_adds_a_row(tmp_path, paced):
+    app = AlexNetApp(tiny_config(tmp_path, epochs=2), trainer_factory=paced)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("s")
         await wait_for(pilot, lambda: rows(app) >= 2)
@@ -70,8 +87,8 @@ async def test_stop_saves_then_start_goes_on_and_evaluate_adds_a_row(tmp_path):
 
 
 @pytest.mark.asyncio
-async def test_pause_stops_new_rows_until_resumed(tmp_path):
-    app = AlexNetApp(tiny_config(tmp_path, epochs=1))
+async def test_pause_stops_new_rows_until_resumed(tmp_path, paced):
+    app = AlexNetApp(tiny_config(tmp_path, epochs=1), trainer_factory=paced)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("s")
         await wait_for(pilot, lambda: rows(app) >= 1)
@@ -87,9 +104,9 @@ async def test_pause_stops_new_rows_until_resumed(tmp_path):
 
 
 @pytest.mark.asyncio
-async def test_quit_while_training_asks_then_leaves_no_thread(tmp_path):
+async def test_quit_while_training_asks_then_leaves_no_thread(tmp_path, paced):
     before = {t.ident for t in threading.enumerate()}
-    app = AlexNetApp(tiny_config(tmp_path, epochs=3))
+    app = AlexNetApp(tiny_config(tmp_path, epochs=3), trainer_factory=paced)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("s")
         await wait_for(pilot, lambda: rows(app) >= 1)
@@ -208,8 +225,8 @@ async def test_charts_and_system_panel_follow_the_run():
 @pytest.mark.asyncio
 async def test_folder_data_with_loader_workers_trains_in_the_app(tmp_path, pet_folder):
     app = AlexNetApp(tiny_config(tmp_path, data=str(pet_folder), epochs=1, batch_size=4, workers=1))
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await pilot.press("s")
         await wait_for(pilot, lambda: app.state in ("finished", "failed"))
-        assert app.state == "finished"
+        assert app.state == "finished", [n.message for n in app._notifications]
         await pilot.press("q")

@@ -14,34 +14,6 @@ from tests.conftest import tiny_config
 from tests.test_ui import wait_for
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("runs")
-    assert (
-        main(
-            [
-                "--no-ui",
-                "--data",
-                "demo",
-                "--image-size",
-                "67",
-                "--demo-size",
-                "48",
-                "--batch-size",
-                "8",
-                "--workers",
-                "0",
-                "--epochs",
-                "2",
-                "--out",
-                str(folder / "first"),
-            ]
-        )
-        == 0
-    )
-    return folder / "first"
-
-
 def test_runs_lists_state_epochs_and_best(finished_run, capsys):
     assert main(["runs", str(finished_run.parent)]) == 0
     out = capsys.readouterr().out

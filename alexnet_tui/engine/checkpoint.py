@@ -70,9 +70,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def check_compatible(payload: dict[str, Any], num_classes: int, image_size: int, class_names: list[str]) -> None:
-    """Refuse a checkpoint made for another class count, image size or class list."""
+def check_compatible(
+    payload: dict[str, Any], num_classes: int, image_size: int, class_names: list[str], width: float = 1.0
+) -> None:
+    """Refuse a checkpoint made for another class count, image size, width or class list."""
     where = payload.get("path", "checkpoint")
+    if payload.get("width", 1.0) != width:
+        raise CheckpointError(f"{where}: made for --width {payload.get('width', 1.0)}, not {width}")
     if payload["num_classes"] != num_classes:
         raise CheckpointError(f"{where}: made for {payload['num_classes']} classes, this data has {num_classes}")
     if payload["image_size"] != image_size:

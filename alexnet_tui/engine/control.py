@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 
 
+class StoppedBeforeStart(Exception):
+    """A stop request (Ctrl+C, SIGTERM, x) arrived while the data was being prepared: nothing to save."""
+
+
 class Control:
     def __init__(self) -> None:
         self.stop_event = threading.Event()
@@ -45,8 +49,9 @@ class Control:
     def wait_while_paused(self, timeout: float = 0.1) -> None:
         self._running.wait(timeout)
 
-    def reset(self) -> None:
-        """Ready for another start after a stop."""
+    def stop_served(self) -> None:
+        """The engine has stopped and saved for the request; the next start goes on.
+        Only the engine clears a stop: a request that arrives before training begins is kept."""
         self.stop_event.clear()
         self._evaluate.clear()
         self._running.set()

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import enum
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+
+class RunState(enum.StrEnum):
+    """Where a run is: the engine emits these, the UI greys keys by them, `runs` lists them."""
+
+    IDLE = "idle"
+    PREPARING = "preparing"  # scanning the data, building the model
+    TRAINING = "training"
+    PAUSED = "paused"
+    EVALUATING = "evaluating"
+    STOPPED = "stopped"
+    FINISHED = "finished"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # only in `runs`: the process died without a word (kill -9, power loss)
+    DOWNLOADING = "downloading"  # only in the TUI: fetching Cats vs Dogs before a run
+
+    @property
+    def busy(self) -> bool:
+        """A run is in progress: stopping it means something, starting another does not."""
+        return self in (RunState.PREPARING, RunState.TRAINING, RunState.PAUSED, RunState.EVALUATING)
 
 
 @dataclass
@@ -56,6 +78,7 @@ class BatchEnd(Event):
     running_acc: float
     images_per_sec: float
     data_wait_share: float = 0.0  # of the wall time since the last report, the part spent waiting for data
+    seconds_left: float | None = None  # the run's remaining training batches at the current pace
 
 
 @dataclass
@@ -105,10 +128,11 @@ class EvaluationEnd(Event):
 
 @dataclass
 class StateChanged(Event):
-    """idle, training, paused, evaluating, stopped, finished, failed."""
-
     name: ClassVar[str] = "state"
-    state: str
+    state: RunState
+
+    def __post_init__(self) -> None:
+        self.state = RunState(self.state)  # from metrics.jsonl it arrives as a plain string
 
 
 @dataclass
@@ -147,6 +171,40 @@ class Failed(Event):
 
 Subscriber = Callable[[Event], None]
 
+
+class EventBus:
+    """Hands each event to every subscriber. A subscriber that raises (a terminal gone, a full disk
+    under metrics.jsonl) is reported once to the others and never stops the run."""
+
+    def __init__(self, subscribers: Iterable[Subscriber] = (), muted: bool = False) -> None:
+        self.subscribers = list(subscribers)
+        self.muted = muted  # under DDP only rank 0 speaks for the job
+        self._failed: set[int] = set()
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        # A new list rather than append: emit() may be iterating the old one in the training thread.
+        self.subscribers = [*self.subscribers, subscriber]
+
+    def emit(self, event: Event) -> None:
+        if self.muted:
+            return
+        for subscriber in self.subscribers:
+            try:
+                subscriber(event)
+            except Exception as error:  # noqa: BLE001 - a broken log or screen must never kill a run
+                self._failed_once(subscriber, error)
+
+    def _failed_once(self, subscriber: Subscriber, error: Exception) -> None:
+        if id(subscriber) in self._failed:
+            return
+        self._failed.add(id(subscriber))
+        notice = Notice(f"{subscriber!r} failed ({type(error).__name__}: {error}); training goes on", "warning")
+        for other in self.subscribers:
+            if other is not subscriber:
+                # That one's own first failure is reported in its turn.
+                with contextlib.suppress(Exception):
+                    other(notice)
+
 EVENT_TYPES: dict[str, type[Event]] = {}
 
 
@@ -157,11 +215,14 @@ def from_json(record: dict[str, Any]) -> Event | None:
     kind = EVENT_TYPES.get(record.get("event", ""))
     if kind is None:
         return None
-    names = {f.name for f in dataclasses.fields(kind)}
-    values = {key: value for key, value in record.items() if key in names}
-    if kind is BestCheckpoint and values.get("previous") is None:
-        values["previous"] = math.inf  # JSON has no inf; the first best improves on inf
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    values = {key: value for key, value in record.items() if key in fields}
+    for key, value in values.items():
+        if value is None and fields[key].type == "float":
+            values[key] = math.nan  # JSON has no nan or inf: to_json wrote them as null
+    if kind is BestCheckpoint and record.get("previous") is None:
+        values["previous"] = math.inf  # the first best improves on inf
     try:
         return kind(**values)
-    except TypeError:
+    except (TypeError, ValueError):
         return None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from alexnet_tui.data.images import UNREADABLE, FolderImages
 from alexnet_tui.engine.tensors import to_model_input
@@ -22,32 +23,41 @@ def sample_name(dataset: Dataset, index: int) -> str:
 @torch.inference_mode()
 def evaluation_report(
     model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     dataset: Dataset,
     class_names: list[str],
     device: torch.device,
-    batch_size: int = 64,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    should_stop: Callable[[], bool] = lambda: False,
     worst: int = 10,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
+    """One pass over `batches` (the dataset in order): everything the report says. None if stopped."""
     was_training = model.training
     model.eval()
     probabilities, labels = [], []
     try:
-        for images, targets in DataLoader(dataset, batch_size=batch_size):
-            logits = model(to_model_input(images, device)).float()
+        for images, targets in batches:
+            if should_stop():
+                return None
+            logits = model(to_model_input(images, device, memory_format=memory_format)).float()
             probabilities.append(logits.softmax(1))
             labels.append(targets.to(device))
     finally:
         model.train(was_training)
+    if not labels:
+        return None
     # Everything stays on the device until here: one read-back for the whole pass.
     probs = torch.cat(probabilities).cpu()
     truth = torch.cat(labels).cpu()
     readable = truth != UNREADABLE
     probs, truth, positions = probs[readable], truth[readable], torch.nonzero(readable).flatten()
+    # --num-classes may exceed the class folders: the extra outputs get names of their own.
+    class_names = list(class_names) + [f"output {i}" for i in range(len(class_names), probs.shape[1])]
     classes = len(class_names)
     predicted = probs.argmax(1)
     loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), truth).item() if len(truth) else float("nan")
     confusion = torch.zeros(classes, classes, dtype=torch.long)
-    confusion.index_put_((truth, predicted.clamp(max=classes - 1)), torch.ones_like(truth), accumulate=True)
+    confusion.index_put_((truth, predicted), torch.ones_like(truth), accumulate=True)
     per_class = {}
     for index, name in enumerate(class_names):
         hits = confusion[index, index].item()

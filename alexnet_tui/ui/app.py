@@ -2,50 +2,43 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
-import sys
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, ScrollableContainer, Vertical
 from textual.reactive import reactive
-from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Input, Label, ProgressBar, RichLog, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.download import default_dest
-from alexnet_tui.engine import Control, Trainer
+from alexnet_tui.engine import Control, RunOutcome, RunState, StoppedBeforeStart, Trainer
 from alexnet_tui.engine import events as ev
-from alexnet_tui.engine.trainer import STOP_FILE
+from alexnet_tui.engine.follow import CaughtUp, FollowReset, MetricsFollower
+from alexnet_tui.engine.loaders import start_worker_processes
+from alexnet_tui.engine.run_dir import STOP_FILE
 from alexnet_tui.errors import UsageError
-from alexnet_tui.headless import format_epoch
+from alexnet_tui.headless import EXIT_SIGNAL, LineReporter, format_epoch
 from alexnet_tui.metrics import MetricsWriter
-from alexnet_tui.paths import cache_dir
+from alexnet_tui.ui import terminal
 from alexnet_tui.ui.screens import ConfirmQuit, DownloadOffer, HelpScreen
 from alexnet_tui.ui.widgets.charts import SystemPanel, TrainingCharts
+from alexnet_tui.ui.widgets.predict import PredictPane
 from alexnet_tui.ui.widgets.settings import SettingsForm
+from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
 
 REFRESH_HZ = 10  # the screen follows the engine at most this often, however fast batches come
-MAX_BATCH_ROWS = 200  # older rows leave the table; every batch stays in metrics.jsonl
-BUSY = ("training", "paused", "evaluating")
 
 TrainerFactory = Callable[[TrainConfig, list[ev.Subscriber], Control], Trainer]
-
-
-class CaughtUp(ev.Event):
-    """The follower has read the file's history; later events are live."""
-
-
-class FollowReset(ev.Event):
-    """The followed file was truncated or replaced."""
 
 
 def guess_classes(config: TrainConfig) -> int:
@@ -76,7 +69,7 @@ class AlexNetApp(App[int]):
         Binding("5", "show_tab('log')", "Log", show=False),
     ]
 
-    state: reactive[str] = reactive("idle", bindings=True)
+    state: reactive[RunState] = reactive(RunState.IDLE, bindings=True)
 
     def __init__(
         self,
@@ -85,9 +78,11 @@ class AlexNetApp(App[int]):
         capture_stderr: bool = False,
         watch: Path | None = None,
     ) -> None:
-        start_helper_processes()
+        # Before Textual swaps sys.stderr for its capture object, which these helper processes must
+        # not inherit ("bad value(s) in fds_to_keep"); loader workers then come from the fork server.
+        start_worker_processes()
         super().__init__()
-        self.capture_stderr = capture_stderr
+        self.capture_stderr = capture_stderr  # a real terminal run, not a test or a screenshot
         self.watch = watch  # a run directory to follow read-only, instead of training here
         self.catching_up = watch is not None  # no toasts for the history read on attach
         self.config = config
@@ -99,12 +94,16 @@ class AlexNetApp(App[int]):
         self.pending: deque[ev.Event] = deque()
         self.dataset_text = "data: not loaded yet"
         self.device_text = config.device
-        self.run_dir_text = "run: not started"
-        self.quitting = False
-        self.best_row: str | None = None
+        self.run_dir: Path | None = watch
+        self.quit_code: int | None = None  # set when a quit waits for the run to stop and save
+        self.hung_up = False
+        self.hangup_log: LineReporter | None = None
+        self.engine_outcome: RunOutcome | None = None
         self.download_progress: tuple[int, int | None] = (0, None)
         self.latest_rate: float | None = None
         self.latest_wait: float | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.early_signals: list[int] = []  # arrived before the screen was up; served on mount
 
     # ---- layout -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -116,17 +115,15 @@ class AlexNetApp(App[int]):
                     with ScrollableContainer(id="setup-summary"):
                         yield Static("computing the model summary...", classes="summary")
                 with Vertical(id="live"):
-                    yield DataTable(id="batches", cursor_type="none", zebra_stripes=True)
-                    yield DataTable(id="epochs", cursor_type="none")
+                    yield BatchTable()
+                    yield EpochTable()
             with TabPane("Model", id="model"), ScrollableContainer():
                 yield Static("computing the model summary...", classes="summary")
             with TabPane("Charts", id="charts-tab"), ScrollableContainer():
                 yield TrainingCharts()
                 yield SystemPanel(id="system")
-            with TabPane("Predict", id="predict"), Vertical(id="predict-view"):
-                yield Label("image path (enter to predict with the run's best.pt):")
-                yield Input(placeholder="path/to/image.jpg", id="predict-path", compact=True)
-                yield RichLog(id="predict-results", wrap=True, markup=False, max_lines=200)
+            with TabPane("Predict", id="predict"):
+                yield PredictPane()
             with TabPane("Log", id="log"):
                 yield RichLog(id="log-view", wrap=True, markup=False, max_lines=2000)
         with Horizontal(id="progress"):
@@ -138,11 +135,6 @@ class AlexNetApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        batches = self.query_one("#batches", DataTable)
-        batches.add_columns("epoch", "batch", "loss", "acc", "run loss", "run acc", "img/s")
-        epochs = self.query_one("#epochs", DataTable)
-        for column in ("epoch", "loss", "acc", "val_loss", "val_acc", "img/s", "sec", "best"):
-            epochs.add_column(column, key=column)
         self.query_one("#live").display = False
         self.set_interval(1 / REFRESH_HZ, self.drain_events)
         self.set_interval(1.0, self.update_system)
@@ -150,8 +142,11 @@ class AlexNetApp(App[int]):
         self.compute_summary(guess_classes(self.config), self.config.image_size)
         if self.watch is not None:
             self.show_live()
-            self.run_dir_text = f"watching {self.watch}"
+            self.query_one(PredictPane).run_dir = self.watch
             self.follow_metrics(self.watch / "metrics.jsonl")
+        self.loop = asyncio.get_running_loop()
+        for number in self.early_signals:
+            self.on_signal(number)
         self.update_status()
 
     # ---- model summary ------------------------------------------------------------------------
@@ -159,7 +154,7 @@ class AlexNetApp(App[int]):
     def compute_summary(self, num_classes: int, image_size: int) -> None:
         from alexnet_tui.model import AlexNet, summary_text
 
-        text = summary_text(AlexNet(num_classes, image_size))
+        text = summary_text(AlexNet(num_classes, image_size, self.config.width))
         self.call_from_thread(self.show_summary, text)  # once per run, not per batch
 
     def show_summary(self, text: str) -> None:
@@ -169,98 +164,68 @@ class AlexNetApp(App[int]):
     # ---- the engine ---------------------------------------------------------------------------
     def engine_event(self, event: ev.Event) -> None:
         """Called in the worker thread: queue only, never touch widgets here."""
-        self.pending.append(event)
+        if not self.hung_up:  # nobody will drain the queue any more
+            self.pending.append(event)
 
     @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
     def run_engine(self, task: str) -> None:
         trainer = self.trainer
         assert trainer is not None
-        if not trainer.prepared:
+        if not trainer.position().prepared:
             trainer.prepare()
-            assert trainer.run_dir is not None
-            self.metrics = MetricsWriter(trainer.run_dir / "metrics.jsonl")
+            run_dir = trainer.position().run_dir
+            assert run_dir is not None
+            self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
             trainer.subscribe(self.metrics)
         if task == "fit":
-            trainer.fit()
+            self.engine_outcome = trainer.fit()
         else:
-            self.control.reset()
-            if trainer.evaluate("val", requested=True) is not None:
-                trainer.write_report("val")
-            trainer.emit(ev.StateChanged("stopped" if trainer.epoch > 1 or trainer.batch else "idle"))
+            trainer.evaluate_now("val")
 
     @work(thread=True, exclusive=True, group="follow", exit_on_error=False)
     def follow_metrics(self, path: Path) -> None:
-        """tail -f for metrics.jsonl: whole lines only; a truncated or replaced file is read again."""
         worker = get_current_worker()
-        handle = None
-        inode = None
-        partial = ""
+        follower = MetricsFollower(path)
         try:
             while not worker.is_cancelled:
-                try:
-                    stat = path.stat()
-                except FileNotFoundError:
-                    time.sleep(0.25)
-                    continue
-                if handle is None or stat.st_ino != inode or stat.st_size < handle.tell():
-                    if handle is not None:
-                        handle.close()
-                        self.pending.append(FollowReset())
-                    handle = open(path, encoding="utf-8", errors="replace")
-                    inode, partial = stat.st_ino, ""
-                chunk = handle.read()
-                if not chunk:
-                    if self.catching_up:
-                        self.pending.append(CaughtUp())
+                events = follower.poll()
+                self.pending.extend(events)
+                if not events or isinstance(events[-1], CaughtUp):
                     time.sleep(0.2)
-                    continue
-                *lines, partial = (partial + chunk).split("\n")
-                for line in lines:
-                    try:
-                        event = ev.from_json(json.loads(line))
-                    except ValueError:
-                        continue
-                    if event is not None:
-                        self.pending.append(event)
         finally:
-            if handle is not None:
-                handle.close()
+            follower.close()
 
     @on(Worker.StateChanged)
     def worker_changed(self, message: Worker.StateChanged) -> None:
-        if message.worker.group == "summary" and message.state == WorkerState.ERROR:
+        group, state = message.worker.group, message.state
+        if group == "summary" and state == WorkerState.ERROR:
             self.log_line(f"model summary failed: {message.worker.error}")
-        if message.worker.group == "download" and message.state in (WorkerState.SUCCESS, WorkerState.ERROR):
-            self.download_timer.stop()
-            self.state = "idle"
-            if message.state == WorkerState.ERROR:
-                self.notify(str(message.worker.error), title="Download failed", severity="error", markup=False)
-            else:
-                self.log_line(f"Cats vs Dogs downloaded to {default_dest()}")
-                self.action_start()
-        if message.worker.group != "engine":
+        if group == "download" and state in (WorkerState.SUCCESS, WorkerState.ERROR):
+            self.downloaded(message.worker)
+        if group != "engine" or state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             return
-        if message.state == WorkerState.ERROR:
-            self.drain_events()
-            error = message.worker.error
-            if isinstance(error, UsageError):
-                text = str(error)
-                if self.trainer is not None and not self.trainer.prepared:
-                    self.trainer = None  # nothing started: fix the settings and press s again
-            else:
-                text = f"{type(error).__name__}: {error}"
-            self.notify(text, title="Cannot run", severity="error", timeout=10, markup=False)
-            self.log_line(f"error: {text}")
-            self.state = "idle" if self.trainer is None else "failed"
-        if message.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
-            self.drain_events()
-            if self.quitting:
-                self.shutdown()
+        self.drain_events()
+        if state == WorkerState.ERROR:
+            self.engine_failed(message.worker.error)
+        if self.quit_code is not None:
+            self.shutdown(self.quit_code)
+
+    def engine_failed(self, error: BaseException | None) -> None:
+        if isinstance(error, StoppedBeforeStart):
+            text = f"stopped before training began ({error}); nothing to save"
+            self.trainer = None
+        elif isinstance(error, UsageError):
+            text = str(error)
+            if self.trainer is not None and not self.trainer.position().prepared:
+                self.trainer = None  # nothing started: fix the settings and press s again
+        else:
+            text = f"{type(error).__name__}: {error}"
+        self.notify(text, title="Cannot run", severity="error", timeout=10, markup=False)
+        self.log_line(f"error: {text}")
+        self.state = RunState.IDLE if self.trainer is None else RunState.FAILED
 
     def drain_events(self) -> None:
         """Apply what the engine reported since the last tick, in order, at most REFRESH_HZ a second."""
-        if not self.pending:
-            return
         batch_rows: list[ev.BatchEnd] = []
         while self.pending:
             event = self.pending.popleft()
@@ -275,69 +240,37 @@ class AlexNetApp(App[int]):
     def add_batch_rows(self, rows: list[ev.BatchEnd]) -> None:
         if not rows:
             return
-        table = self.query_one("#batches", DataTable)
-        for row in rows[-MAX_BATCH_ROWS:]:
-            table.add_row(
-                f"{row.epoch}/{row.epochs}",
-                f"{row.batch}/{row.batches}",
-                f"{row.loss:.5f}",
-                f"{row.acc:.5f}",
-                f"{row.running_loss:.5f}",
-                f"{row.running_acc:.5f}",
-                f"{row.images_per_sec:.1f}",
-            )
-        while table.row_count > MAX_BATCH_ROWS:
-            table.remove_row(next(iter(table.rows)))
-        # After the refresh: the new rows must be in the virtual size before scrolling to them.
-        self.call_after_refresh(table.scroll_end, animate=False)
+        self.query_one(BatchTable).add_batches(rows)
         self.query_one(TrainingCharts).add_batches(rows)
         last = rows[-1]
         self.latest_rate, self.latest_wait = last.images_per_sec, last.data_wait_share
         self.query_one("#epoch-progress", ProgressBar).update(total=last.batches, progress=last.batch)
         done = (last.epoch - 1) * last.batches + last.batch
-        total = last.epochs * last.batches
-        self.query_one("#run-progress", ProgressBar).update(total=total, progress=done)
-        images_per_batch = self.config.batch_size
-        seconds = (total - done) * images_per_batch / max(last.images_per_sec, 1e-9)
-        minutes, secs = divmod(int(seconds), 60)
-        self.query_one("#eta", Label).update(f"ETA {minutes}:{secs:02d}")
+        self.query_one("#run-progress", ProgressBar).update(total=last.epochs * last.batches, progress=done)
+        if last.seconds_left is not None:
+            minutes, seconds = divmod(int(last.seconds_left), 60)
+            self.query_one("#eta", Label).update(f"ETA {minutes}:{seconds:02d}")
 
     def apply(self, event: ev.Event) -> None:
         if isinstance(event, CaughtUp):
             self.catching_up = False
         elif isinstance(event, FollowReset):
-            self.query_one("#batches", DataTable).clear()
-            self.query_one("#epochs", DataTable).clear()
-            self.best_row = None
+            self.query_one(BatchTable).clear()
+            self.query_one(EpochTable).reset()
             self.log_line("metrics.jsonl was truncated or replaced: reading it again from the start")
         elif isinstance(event, ev.StateChanged):
             self.state = event.state
         elif isinstance(event, ev.RunStarted):
-            data = event.dataset
-            self.dataset_text = (
-                f"{data['name']}: {len(data['class_names'])} classes, "
-                f"{data['train']}/{data['val']}/{data['test']} train/val/test, {data['skipped']} skipped"
-            )
-            self.device_text = f"{event.device} {event.amp if event.amp != 'off' else 'fp32'}"
-            self.run_dir_text = event.run_dir if self.watch is None else f"watching {self.watch}"
-            if self.capture_stderr:
-                redirect_stderr(Path(event.run_dir) / "stderr.log")
-            self.log_line(f"run directory: {event.run_dir} (device {event.device}, data {self.dataset_text})")
-            if len(data["class_names"]) != guess_classes(self.config) and not self.config.num_classes:
-                self.compute_summary(len(data["class_names"]), self.config.image_size)
+            self.run_started(event)
         elif isinstance(event, ev.BestCheckpoint):
             self.notify(f"{event.message}\n{event.path}", title="New best checkpoint", timeout=6, markup=False)
             self.log_line(f"[INFO] {event.message} -> {event.path}")
         elif isinstance(event, ev.EpochEnd):
-            self.add_epoch_row(event)
+            self.query_one(EpochTable).add_epoch(event)
             self.query_one(TrainingCharts).add_epoch(event)
             self.log_line(format_epoch(event))
         elif isinstance(event, ev.EvaluationEnd) and (event.requested or event.checkpoint):
-            label = event.split if event.checkpoint else "eval"
-            table = self.query_one("#epochs", DataTable)
-            table.add_row(label, "", "", f"{event.loss:.5f}", f"{event.acc:.5f}", "", "", "")
-            # After the refresh: the new rows must be in the virtual size before scrolling to them.
-            self.call_after_refresh(table.scroll_end, animate=False)
+            self.query_one(EpochTable).add_evaluation(event)
             self.log_line(f"{event.split} loss: {event.loss:.5f}, {event.split} accuracy: {event.acc:.5f}")
         elif isinstance(event, ev.Stopped):
             self.log_line(f"stopped at epoch {event.epoch:02d}, batch {event.batch}; saved {event.last_checkpoint}")
@@ -352,33 +285,28 @@ class AlexNetApp(App[int]):
             self.log_line(event.message)
         self.update_status()
 
+    def run_started(self, event: ev.RunStarted) -> None:
+        data = event.dataset
+        self.dataset_text = (
+            f"{data['name']}: {len(data['class_names'])} classes, "
+            f"{data['train']}/{data['val']}/{data['test']} train/val/test, {data['skipped']} skipped"
+        )
+        self.device_text = f"{event.device} {event.amp if event.amp != 'off' else 'fp32'}"
+        if self.watch is None:
+            self.run_dir = Path(event.run_dir)
+            self.query_one(PredictPane).run_dir = self.run_dir
+        if self.capture_stderr:
+            terminal.redirect_stderr(Path(event.run_dir) / "stderr.log")
+        self.log_line(f"run directory: {event.run_dir} (device {event.device}, data {self.dataset_text})")
+        if len(data["class_names"]) != guess_classes(self.config) and not self.config.num_classes:
+            self.compute_summary(len(data["class_names"]), self.config.image_size)
+
     def notify(self, message: str, **options: Any) -> None:
         if not self.catching_up:
             super().notify(message, **options)
 
-    def add_epoch_row(self, event: ev.EpochEnd) -> None:
-        table = self.query_one("#epochs", DataTable)
-        if event.best and self.best_row is not None:
-            table.update_cell(self.best_row, "best", "")
-        key = f"epoch-{event.epoch}-{table.row_count}"
-        table.add_row(
-            f"{event.epoch}",
-            f"{event.train_loss:.5f}",
-            f"{event.train_acc:.5f}",
-            f"{event.val_loss:.5f}",
-            f"{event.val_acc:.5f}",
-            f"{event.images_per_sec:.1f}",
-            f"{event.seconds:.1f}",
-            "*" if event.best else "",
-            key=key,
-        )
-        if event.best:
-            self.best_row = key
-        # After the refresh: the new rows must be in the virtual size before scrolling to them.
-        self.call_after_refresh(table.scroll_end, animate=False)
-
     def update_system(self) -> None:
-        device = self.device_text.split()[0] if self.run_dir_text != "run: not started" else self.config.device
+        device = self.device_text.split()[0] if self.run_dir is not None else self.config.device
         self.query_one(SystemPanel).show(device, self.latest_rate, self.latest_wait)
 
     def log_line(self, text: str) -> None:
@@ -386,11 +314,12 @@ class AlexNetApp(App[int]):
 
     def update_status(self) -> None:
         watching = " (watching)" if self.watch else ""
+        where = f"watching {self.watch}" if self.watch else str(self.run_dir or "run: not started")
         self.query_one("#status", Static).update(
-            f"[b]{self.state.upper()}[/b]{watching} | {self.device_text} | {self.dataset_text} | {self.run_dir_text}"
+            f"[b]{self.state.upper()}[/b]{watching} | {self.device_text} | {self.dataset_text} | {where}"
         )
 
-    def watch_state(self, state: str) -> None:
+    def watch_state(self, state: RunState) -> None:
         if self.is_mounted:
             self.update_status()
 
@@ -400,21 +329,21 @@ class AlexNetApp(App[int]):
         if self.watch is not None:
             return True if action not in ("start", "pause", "evaluate") else None
         allowed = {
-            "start": self.state not in (*BUSY, "downloading"),
-            "pause": self.state in ("training", "paused"),
-            "stop": self.state in BUSY,
-            "evaluate": self.state in ("idle", "paused", "stopped", "finished", "failed"),
+            "start": not self.state.busy and self.state != RunState.DOWNLOADING,
+            "pause": self.state in (RunState.TRAINING, RunState.PAUSED),
+            "stop": self.state.busy,
+            "evaluate": self.state != RunState.DOWNLOADING and self.state != RunState.PREPARING,
         }
         return True if allowed.get(action, True) else None
 
     def action_start(self) -> None:
-        if self.state in (*BUSY, "downloading") or self.watch is not None:
+        if self.check_action("start", ()) is None or self.watch is not None:
             return
-        if self.trainer is None or self.state == "finished" or not self.trainer.prepared:
+        if self.trainer is None or self.state == RunState.FINISHED or not self.trainer.position().prepared:
             config = self.settings_or_notify()
             if config is None:
                 return
-            if self.trainer is not None and self.state == "finished":
+            if self.trainer is not None and self.state == RunState.FINISHED:
                 config.out = None  # a finished run is kept; the next start is a new run
             if config.data == "cats-vs-dogs" and not default_dest().exists():
                 self.push_screen(DownloadOffer(), self.download_choice)
@@ -422,7 +351,7 @@ class AlexNetApp(App[int]):
             self.new_trainer(config)
         self.show_live()
         self.query_one(TabbedContent).active = "train"
-        self.state = "training"
+        self.state = RunState.TRAINING
         self.run_engine("fit")
 
     def settings_or_notify(self) -> TrainConfig | None:
@@ -434,6 +363,11 @@ class AlexNetApp(App[int]):
             return None
 
     def new_trainer(self, config: TrainConfig) -> None:
+        if self.trainer is not None:
+            self.trainer.close()  # loader workers and the old run directory's lock
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         self.config = config
         self.trainer = self.trainer_factory(config, [self.engine_event], self.control)
 
@@ -447,7 +381,7 @@ class AlexNetApp(App[int]):
             self.query_one("#field-data", Input).value = "demo"
             self.action_start()
         elif choice == "download":
-            self.state = "downloading"
+            self.state = RunState.DOWNLOADING
             self.download_progress = (0, None)
             self.download_timer = self.set_interval(1 / REFRESH_HZ, self.show_download_progress)
             self.download_dataset()
@@ -466,26 +400,14 @@ class AlexNetApp(App[int]):
         self.query_one("#epoch-progress", ProgressBar).update(total=total or done or 1, progress=done)
         self.query_one("#eta", Label).update(f"{done / 1e6:.0f} MB")
 
-    @on(Input.Submitted, "#predict-path")
-    def predict_path(self, message: Input.Submitted) -> None:
-        path = message.value.strip()
-        if path:
-            self.predict(path)
-
-    @work(thread=True, group="predict", exit_on_error=False)
-    def predict(self, image: str) -> None:
-        """A fresh model from best.pt on the CPU: the training worker keeps the live model to itself."""
-        from alexnet_tui.engine.checkpoint import load_checkpoint
-        from alexnet_tui.inference import model_from_checkpoint, predict_image
-
-        best = (self.watch or Path(self.run_dir_text)) / "best.pt"
-        if not best.exists():
-            line = "no best.pt yet: train at least one epoch (or watch a run that has one)"
+    def downloaded(self, worker: Worker) -> None:
+        self.download_timer.stop()
+        self.state = RunState.IDLE
+        if worker.state == WorkerState.ERROR:
+            self.notify(str(worker.error), title="Download failed", severity="error", markup=False)
         else:
-            payload = load_checkpoint(best)
-            device = torch.device("cpu")
-            line, _ = predict_image(model_from_checkpoint(payload, device), payload, image, 3, device)
-        self.call_from_thread(self.query_one("#predict-results", RichLog).write, line)
+            self.log_line(f"Cats vs Dogs downloaded to {default_dest()}")
+            self.action_start()
 
     @on(Input.Submitted, "SettingsForm Input")
     def start_from_form(self) -> None:
@@ -496,9 +418,9 @@ class AlexNetApp(App[int]):
         self.set_focus(None)
 
     def action_pause(self) -> None:
-        if self.state == "training":
+        if self.state == RunState.TRAINING:
             self.control.pause()
-        elif self.state == "paused":
+        elif self.state == RunState.PAUSED:
             self.control.resume()
 
     def action_stop(self) -> None:
@@ -507,17 +429,18 @@ class AlexNetApp(App[int]):
             self.log_line(f"asked the run to stop: created {self.watch / STOP_FILE}; it stops at its next batch")
             self.notify("The run will stop at its next batch and save last.pt.", title="Stop requested")
             return
-        if self.state in BUSY:
+        if self.state.busy:
             self.control.request_stop("x pressed")
             self.log_line("stopping at the next batch boundary...")
 
     def action_evaluate(self) -> None:
-        if self.watch is not None:
+        """While a run trains or pauses: at its next batch boundary, and training goes on.
+        Between runs: here and now, on the validation images."""
+        if self.watch is not None or self.check_action("evaluate", ()) is None:
             return
-        if self.state == "paused":
+        if self.state.busy:
             self.control.request_evaluation()
-            return
-        if self.state in BUSY:
+            self.log_line("evaluating at the next batch boundary...")
             return
         if self.trainer is None:
             config = self.settings_or_notify()
@@ -525,7 +448,7 @@ class AlexNetApp(App[int]):
                 return
             self.new_trainer(config)
         self.show_live()
-        self.state = "evaluating"
+        self.state = RunState.EVALUATING
         self.run_engine("evaluate")
 
     def action_show_tab(self, tab: str) -> None:
@@ -539,73 +462,60 @@ class AlexNetApp(App[int]):
         self.action_quit_app()
 
     def action_quit_app(self) -> None:
-        if self.state not in BUSY or self.watch is not None:
-            self.shutdown()
+        if not self.state.busy or self.watch is not None:
+            self.shutdown(0)
             return
 
         def answered(confirmed: bool | None) -> None:
             if confirmed:
-                self.quitting = True
-                self.control.request_stop("quit")
-                self.log_line("quitting: stopping the run at the next batch boundary...")
+                self.stop_then_quit("quit", 0)
 
         self.push_screen(ConfirmQuit(), answered)
 
-    def shutdown(self) -> None:
+    def stop_then_quit(self, reason: str, code: int) -> None:
+        self.quit_code = code
+        self.control.request_stop(reason)
+        self.log_line(f"{reason}: stopping the run at the next batch boundary, then quitting...")
+
+    # ---- signals ------------------------------------------------------------------------------
+    def on_signal(self, number: int) -> None:
+        if number == signal.SIGHUP:
+            self.on_hangup()
+        else:
+            self.on_terminate()
+
+    def on_terminate(self) -> None:
+        """SIGTERM (systemctl stop, scancel, kill): stop gracefully, save, exit 143."""
+        if self.state.busy and self.watch is None:
+            self.stop_then_quit("SIGTERM received", EXIT_SIGNAL[signal.SIGTERM])
+        else:
+            self.shutdown(EXIT_SIGNAL[signal.SIGTERM])
+
+    def on_hangup(self) -> None:
+        """SIGHUP: the terminal is gone (SSH dropped). A run in progress goes on to its end in this
+        process, headless, logging to RUN_DIR/train.log beside metrics.jsonl; the screen closes."""
+        terminal.detach_from_terminal()
+        self.hung_up = True
+        run_dir = self.trainer.position().run_dir if self.trainer is not None else None
+        if self.state.busy and self.watch is None and self.trainer is not None and run_dir is not None:
+            self.hangup_log = LineReporter(open(os.devnull, "w"), live=False)
+            self.hangup_log.open_log(run_dir)
+            self.hangup_log.line(f"the terminal hung up; the run goes on headless (pid {os.getpid()})")
+            self.trainer.subscribe(self.hangup_log)
+            self.exit(None)  # run_app waits for the engine and returns its exit code
+        else:
+            self.shutdown(0)
+
+    def shutdown(self, code: int) -> None:
         self.drain_events()
+        self.release_engine()
+        self.exit(code)
+
+    def release_engine(self) -> None:
         if self.trainer is not None:
             self.trainer.close()
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
-        self.exit(0)
-
-
-def start_helper_processes() -> None:
-    """Start multiprocessing's resource tracker and fork server before Textual swaps sys.stderr
-    for its capture object: started later, they pass sys.stderr.fileno() to the child and fail
-    with "bad value(s) in fds_to_keep". Loader workers then come from the fork server, not from
-    a fork of this multithreaded process."""
-    from multiprocessing import forkserver, resource_tracker
-
-    resource_tracker.ensure_running()
-    forkserver.ensure_running()
-
-
-_saved_stderr: int | None = None
-
-
-def redirect_stderr(path: Path) -> None:
-    """C libraries (libjpeg, CUDA) and loader workers write to fd 2 directly, under Textual's
-    Python-level capture: send fd 2 to a file so they cannot scribble over the screen.
-    Textual draws on sys.__stderr__, so that first moves to a duplicate of the terminal's fd."""
-    global _saved_stderr
-    path.parent.mkdir(parents=True, exist_ok=True)
-    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    if _saved_stderr is None:
-        _saved_stderr = os.dup(2)
-        terminal = os.fdopen(os.dup(2), "w", encoding=sys.__stderr__.encoding or "utf-8", errors="replace")
-        sys.__stderr__ = sys.stderr = terminal
-    os.dup2(target, 2)
-    os.close(target)
-
-
-def restore_stderr() -> None:
-    global _saved_stderr
-    if _saved_stderr is not None:
-        sys.stderr.flush()
-        os.dup2(_saved_stderr, 2)
-        os.close(_saved_stderr)
-        _saved_stderr = None
-
-
-def run_app(config: TrainConfig, **options: Any) -> int:
-    redirect_stderr(cache_dir() / "tui-stderr.log")
-    try:
-        result = AlexNetApp(config, capture_stderr=True, **options).run()
-    finally:
-        restore_stderr()
-    if result is None:
-        print("alexnet-tui: the app ended abnormally", file=sys.stderr)
-        return 1
-    return result
+        if self.hangup_log is not None:
+            self.hangup_log.close()

@@ -1,0 +1,50 @@
+"""The evaluation pass that picks the checkpoint: summed loss, hits and images, kept on the device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+from alexnet_tui.data.images import UNREADABLE
+
+
+@torch.inference_mode()
+def loss_and_accuracy(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    limit: int,
+    criterion: nn.Module,
+    to_input: Callable[[torch.Tensor], torch.Tensor],
+    autocast: Callable[[], AbstractContextManager],
+    should_stop: Callable[[], bool],
+) -> torch.Tensor | None:
+    """[loss sum, hits, readable images] over at most `limit` batches, on the model's device
+    (read back once by the caller); None if a stop request cut the pass short."""
+    was_training = model.training
+    model.eval()
+    sums: torch.Tensor | None = None
+    try:
+        for index, (images, labels) in enumerate(batches):
+            if index >= limit:
+                break
+            if should_stop():
+                return None
+            inputs = to_input(images)
+            targets = labels.to(inputs.device, non_blocking=True)
+            with autocast():
+                logits = model(inputs)
+            batch = torch.stack(
+                [
+                    criterion(logits.float(), targets),
+                    (logits.argmax(1) == targets).sum().float(),
+                    (targets != UNREADABLE).sum().float(),
+                ]
+            )
+            sums = batch if sums is None else sums + batch
+    finally:
+        model.train(was_training)
+    device = next(model.parameters()).device
+    return sums if sums is not None else torch.zeros(3, device=device)

@@ -1,0 +1,64 @@
+"""The Predict tab: type an image path, see the top classes from the run's best.pt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Input, Label, RichLog
+from textual.worker import Worker, WorkerState
+
+
+class PredictPane(Vertical):
+    DEFAULT_CSS = """
+    PredictPane { padding: 0 1; }
+    PredictPane RichLog { height: 1fr; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__(id="predict-view")
+        self.run_dir: Path | None = None  # set by the app once a run has a folder
+
+    def compose(self) -> ComposeResult:
+        yield Label("image path (enter to predict with the run's best.pt):")
+        yield Input(placeholder="path/to/image.jpg", id="predict-path", compact=True)
+        yield RichLog(id="predict-results", wrap=True, markup=False, max_lines=200)
+
+    @on(Input.Submitted, "#predict-path")
+    def predict_path(self, message: Input.Submitted) -> None:
+        path = message.value.strip()
+        if not path:
+            return
+        best = self.run_dir / "best.pt" if self.run_dir else None
+        if best is None or not best.exists():
+            self.show("no best.pt yet: train at least one epoch (or watch a run that has one)")
+            return
+        self.predict(best, path)
+
+    @work(thread=True, group="predict", exit_on_error=False)
+    def predict(self, best: Path, image: str) -> str:
+        """A fresh model from best.pt on the CPU: the training worker keeps the live model to itself.
+        Returns the line; the UI thread shows it (a worker never touches widgets)."""
+        import torch
+
+        from alexnet_tui.engine.checkpoint import load_checkpoint
+        from alexnet_tui.inference import model_from_checkpoint, predict_image
+
+        payload = load_checkpoint(best)
+        device = torch.device("cpu")
+        line, _ = predict_image(model_from_checkpoint(payload, device), payload, image, 3, device)
+        return line
+
+    @on(Worker.StateChanged)
+    def predicted(self, message: Worker.StateChanged) -> None:
+        if message.worker.group != "predict":
+            return
+        if message.state == WorkerState.SUCCESS:
+            self.show(str(message.worker.result))
+        elif message.state == WorkerState.ERROR:
+            self.show(f"cannot predict: {message.worker.error}")
+
+    def show(self, line: str) -> None:
+        self.query_one("#predict-results", RichLog).write(line)
