@@ -12,8 +12,8 @@ from typing import TextIO
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.engine import Control, RunOutcome, StoppedBeforeStart, Trainer
 from alexnet_tui.engine import events as ev
-from alexnet_tui.engine.loaders import start_worker_processes
 from alexnet_tui.metrics import MetricsWriter
+from alexnet_tui.processes import start_worker_processes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}

@@ -44,7 +44,8 @@ def evaluate_checkpoint(checkpoint: str, data: str | None, split: str | None, de
         values["data"] = data
     config = TrainConfig.from_dict(values).validate()
     device = resolve_device(device_name)
-    bundle = load_data(config)
+    # The run's own split, unless another --data is given: then the seed splits that data.
+    bundle = load_data(config, None if data else payload.get("split"))
     num_classes = payload["config"].get("num_classes") or len(bundle.class_names)
     check_compatible(payload, num_classes, payload["image_size"], bundle.class_names, payload.get("width", 1.0))
     split = split or ("test" if bundle.test is not None else "val")

@@ -82,7 +82,7 @@ class ScriptedTrainer:
                 row = ev.BatchEnd(epoch, EPOCHS, batch, BATCHES, loss, 0.5, loss + 0.01, 0.5, 40.0, 0.0, left * 0.8)
                 self.emit(dataclasses.replace(row, time=0))
                 if self.hold_at == (epoch, batch):
-                    self.control.stop_event.wait(10)
+                    self.control.stop_event.wait(3)  # long enough for a snapshot; the app may exit without a stop
             val_loss = 1.0 - 0.2 * epoch
             self.emit(ev.BestCheckpoint(epoch, best, val_loss, f"{self.shown_dir}/best.pt", time=0))
             best = val_loss

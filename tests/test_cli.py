@@ -1,17 +1,14 @@
 """The command line: tutorial-style logs, settings precedence, bad input, exit codes, import hygiene."""
 
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from alexnet_tui.cli import main
 from alexnet_tui.metrics import read_metrics
-from tests.conftest import ROOT, TINY_ARGS, run_cli
+from tests.conftest import TINY_ARGS
 from tests.test_model import TUTORIAL_TABLE_TAIL
 
 
@@ -99,32 +96,6 @@ def test_not_a_terminal_runs_headless_and_says_so(tmp_path, monkeypatch, capsys)
     assert main([*TINY_ARGS, "--epochs", "1", "--limit-batches", "1", "--out", "run"]) == 0
     err = capsys.readouterr().err
     assert "not a terminal" in err and "--no-ui" in err
-
-
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signals_stop_at_a_batch_boundary_then_resume(tmp_path, sig, code):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "alexnet_tui", "--no-ui", *TINY_ARGS, "--epochs", "500", "--out", "run"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if metrics.exists() and '"event":"batch"' in metrics.read_text():
-            break
-        time.sleep(0.05)
-    process.send_signal(sig)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == code, err
-    assert "resume with: alexnet-tui --no-ui --resume" in out
-    stopped = [r for r in read_metrics(metrics) if r["event"] == "stopped"][0]
-    done = run_cli("--no-ui", "--resume", "run", "--epochs", str(stopped["epoch"]), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert f"resuming at epoch {stopped['epoch']:02d}, batch {stopped['batch']}" in done.stdout
 
 
 def test_without_a_test_split_the_final_report_is_on_validation(tmp_path, monkeypatch, capsys):

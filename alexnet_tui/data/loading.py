@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,10 @@ class DataBundle:
     skipped: list[str] = field(default_factory=list)
     root: Path | None = None
     in_memory: bool = False  # True when decoding costs nothing, so loader workers would not help
+    # The run's split as paths relative to root (None for the demo set, which the seed decides):
+    # stored in the checkpoints, so a resume or an evaluation uses the same images whatever changed.
+    split: dict[str, list[str]] | None = None
+    changes: list[str] = field(default_factory=list)  # what differs from the kept split, in words
 
     def summary(self) -> dict:
         return {
@@ -57,7 +62,12 @@ def split_indices(labels: list[int], val_split: float, test_split: float, seed: 
     return sorted(train), sorted(val), sorted(test)
 
 
-def load_data(config: TrainConfig) -> DataBundle:
+def load_data(
+    config: TrainConfig,
+    kept_split: dict[str, list[str]] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> DataBundle:
+    """The datasets for a run; `kept_split` is an earlier run's (from its checkpoint) to keep."""
     if config.data == "demo":
         return _demo_bundle(config)
     if config.data == "cats-vs-dogs":
@@ -66,8 +76,9 @@ def load_data(config: TrainConfig) -> DataBundle:
             raise UsageError(
                 "Cats vs Dogs is not downloaded yet: run `alexnet-tui download` first, or train on --data demo"
             )
-        return _folder_bundle(config, location, "cats-vs-dogs")
-    return _folder_bundle(config, Path(config.data).expanduser(), Path(config.data).name or config.data)
+        return _folder_bundle(config, location, "cats-vs-dogs", kept_split, should_stop)
+    location = Path(config.data).expanduser()
+    return _folder_bundle(config, location, location.name or config.data, kept_split, should_stop)
 
 
 def _demo_bundle(config: TrainConfig) -> DataBundle:
@@ -80,11 +91,44 @@ def _demo_bundle(config: TrainConfig) -> DataBundle:
     return DataBundle("demo", list(DEMO_CLASSES), part(train), part(val), part(test) if test else None, in_memory=True)
 
 
-def _folder_bundle(config: TrainConfig, location: Path, name: str) -> DataBundle:
-    scan = scan_folder(location)
-    train, val, test = split_indices(
-        [label for _, label in scan.samples], config.val_split, config.test_split, config.seed
-    )
+def keep_split(
+    samples: list[tuple[str, int]], kept: dict[str, list[str]]
+) -> tuple[list[int], list[int], list[int], list[str]]:
+    """An earlier run's split over today's files: files gone (or unreadable now) are skipped, files
+    added since are left out (they would leak held-out images into training). Says what changed."""
+    index = {path: i for i, (path, _) in enumerate(samples)}
+    parts = [[index[path] for path in kept.get(name, []) if path in index] for name in ("train", "val", "test")]
+    known = {path for paths in kept.values() for path in paths}
+    gone = len(known) - sum(len(part) for part in parts)
+    added = sum(1 for path, _ in samples if path not in known)
+    changes = []
+    if gone:
+        changes.append(f"{gone} image(s) of this run's split are gone or unreadable now; skipped")
+    if added:
+        changes.append(f"{added} image(s) added since the run began; left out (a new run would use them)")
+    return parts[0], parts[1], parts[2], changes
+
+
+def _folder_bundle(
+    config: TrainConfig,
+    location: Path,
+    name: str,
+    kept_split: dict[str, list[str]] | None,
+    should_stop: Callable[[], bool],
+) -> DataBundle:
+    scan = scan_folder(location, should_stop)
+    changes: list[str] = []
+    if kept_split is None:
+        train, val, test = split_indices(
+            [label for _, label in scan.samples], config.val_split, config.test_split, config.seed
+        )
+    else:
+        train, val, test, changes = keep_split(scan.samples, kept_split)
+        if not train or not val:
+            raise UsageError(
+                f"--data {location}: the images this run was trained and validated on are gone; "
+                "point --data at them or start a new run"
+            )
 
     def part(split: str, indices: list[int], variant: str) -> FolderImages:
         samples = [scan.samples[i] for i in indices]
@@ -101,4 +145,9 @@ def _folder_bundle(config: TrainConfig, location: Path, name: str) -> DataBundle
         part("test", test, "eval") if test else None,
         skipped=scan.skipped,
         root=scan.root,
+        split={
+            key: [scan.samples[i][0] for i in indices]
+            for key, indices in (("train", train), ("val", val), ("test", test))
+        },
+        changes=changes,
     )

@@ -7,16 +7,20 @@ import json
 import multiprocessing
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from alexnet_tui.errors import UsageError
+from alexnet_tui.errors import StoppedBeforeStart, UsageError
 from alexnet_tui.paths import cache_dir
+from alexnet_tui.processes import ignore_stop_signals
 
 SCAN_FORMAT = 1
+SCAN_CHUNK = 64  # files a pool process decodes per task
 
 
 @dataclass
@@ -65,14 +69,39 @@ def image_is_readable(path: str) -> bool:
         return False
 
 
-def _check_all(paths: list[str]) -> list[bool]:
+def _check_all(paths: list[str], should_stop: Callable[[], bool]) -> list[bool] | None:
+    """Decode each file; None if a stop request (Ctrl+C, SIGTERM) came first. The verdicts come
+    in chunks so that a stop is noticed within one chunk, not after the whole folder."""
     if len(paths) < 256:
-        return [image_is_readable(p) for p in paths]
+        verdicts = []
+        for path in paths:
+            if should_stop():
+                return None
+            verdicts.append(image_is_readable(path))
+        return verdicts
     workers = max(1, min(8, os.cpu_count() or 1))
-    # forkserver: the caller may be a multithreaded TUI, where fork is unsafe.
+    # forkserver: the caller may be a multithreaded TUI, where fork is unsafe. The pool's processes
+    # ignore the stop signals: Ctrl+C reaches the whole process group, and this process owns the stop.
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(pool.map(image_is_readable, paths, chunksize=64))
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=ignore_stop_signals) as pool:
+        chunks = [paths[i : i + SCAN_CHUNK] for i in range(0, len(paths), SCAN_CHUNK)]
+        futures = [pool.submit(_check_chunk, chunk) for chunk in chunks]
+        verdicts = []
+        for future in futures:
+            while not should_stop():
+                try:
+                    verdicts += future.result(timeout=0.2)
+                    break
+                except FutureTimeout:
+                    continue
+            else:
+                pool.shutdown(wait=True, cancel_futures=True)
+                return None
+        return verdicts
+
+
+def _check_chunk(paths: list[str]) -> list[bool]:
+    return [image_is_readable(path) for path in paths]
 
 
 def _cache_file(root: Path) -> Path:
@@ -100,8 +129,9 @@ def _write_cache(path: Path, root: Path, files: dict[str, list]) -> None:
         pass  # a cache we cannot write only costs the next start a rescan
 
 
-def scan_folder(path: str | Path) -> ScanResult:
-    """List class folders, decode new or changed files, and cache the verdicts by size and mtime."""
+def scan_folder(path: str | Path, should_stop: Callable[[], bool] = lambda: False) -> ScanResult:
+    """List class folders, decode new or changed files, and cache the verdicts by size and mtime.
+    Raises StoppedBeforeStart when asked to stop; the verdicts reached so far are not cached."""
     root = find_class_root(Path(path)).resolve()
     class_names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
     if not class_names:
@@ -132,7 +162,9 @@ def scan_folder(path: str | Path) -> ScanResult:
                 else:
                     files[relative] = [stat.st_size, stat.st_mtime_ns, False]
                     to_check.append(relative)
-    verdicts = _check_all([str(root / relative) for relative in to_check])
+    verdicts = _check_all([str(root / relative) for relative in to_check], should_stop)
+    if verdicts is None:
+        raise StoppedBeforeStart(f"stopped while checking the images in {root}")
     for relative, ok in zip(to_check, verdicts, strict=True):
         files[relative][2] = ok
     if to_check or len(cached) != len(files):

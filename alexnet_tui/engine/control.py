@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
+from alexnet_tui.errors import StoppedBeforeStart
 
-class StoppedBeforeStart(Exception):
-    """A stop request (Ctrl+C, SIGTERM, x) arrived while the data was being prepared: nothing to save."""
+__all__ = ["Control", "StoppedBeforeStart"]
 
 
 class Control:

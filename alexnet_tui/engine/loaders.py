@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,9 +11,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from alexnet_tui.engine.distributed import Ranks
+from alexnet_tui.processes import ignore_stop_signals
 
 SINGLE_PROCESS = Ranks()
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -45,29 +44,6 @@ class EpochBatchSampler(Sampler[list[int]]):
             order = padded[: self.per_rank * self.ranks.world_size][self.ranks.rank :: self.ranks.world_size]
         for batch in range(self.start_batch, self.total_batches()):
             yield order[batch * self.batch_size : (batch + 1) * self.batch_size].tolist()
-
-
-def ignore_stop_signals(_worker_id: int | None = None) -> None:
-    """For loader workers and process pools. Ctrl+C and `kill -- -PGID` signal the whole process
-    group: the main process owns the stop (it finishes the batch and saves), so its helpers must
-    not die of the signal and take the batch in flight with them."""
-    for number in STOP_SIGNALS:
-        signal.signal(number, signal.SIG_IGN)
-
-
-def start_worker_processes() -> None:
-    """Start multiprocessing's fork server and resource tracker with the stop signals blocked, so
-    they and every loader worker forked from them inherit the block (a worker that gets a signal
-    before its worker_init_fn has run is covered too). Called before any loader or pool exists;
-    in the TUI also before Textual swaps sys.stderr, which these helpers must not inherit."""
-    from multiprocessing import forkserver, resource_tracker
-
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        resource_tracker.ensure_running()
-        forkserver.ensure_running()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def default_workers(in_memory: bool) -> int:

@@ -35,6 +35,7 @@ from alexnet_tui.engine.training_state import (
     RunProgress,
     TrainingDiverged,
     restore_training,
+    resume_changes,
     training_payload,
     weights_payload,
 )
@@ -65,6 +66,7 @@ class Trainer:
         self.prepared = False
         self.progress = RunProgress()
         self.run_dir: RunDirectory | None = None
+        self.resume_notes: list[str] = []  # options changed on resume, said when the run starts
         self._loaders: dict[str, DataLoader] = {}
 
     # ---- events and the drivers' view ---------------------------------------------------------
@@ -97,7 +99,8 @@ class Trainer:
             # Under DDP rank 0 scans and fills the caches first; the others then find them ready.
             if self.ranks.distributed and not self.ranks.main:
                 dist.barrier()
-            self.data = load_data(config)
+            kept_split = resumed.get("split") if resumed is not None else None
+            self.data = load_data(config, kept_split, lambda: self.control.stop_requested)
             if self.ranks.distributed and self.ranks.main:
                 dist.barrier()
         if self.control.stop_requested:
@@ -109,6 +112,7 @@ class Trainer:
             )
         if resumed is not None:
             check_compatible(resumed, num_classes, config.image_size, self.data.class_names, config.width)
+            self.resume_notes = resume_changes(resumed["config"], config)
         self._claim_run_dir(resumed)
         torch.manual_seed(config.seed)
         self.amp_dtype = resolve_amp(config.amp, self.device)
@@ -384,7 +388,14 @@ class Trainer:
             return self.shared_run_path / "last.pt"
         assert self.data is not None
         payload = training_payload(
-            self.model, self.optimizer, self.scaler, self.device, self.config, self.data.class_names, self.progress
+            self.model,
+            self.optimizer,
+            self.scaler,
+            self.device,
+            self.config,
+            self.data.class_names,
+            self.progress,
+            self.data.split,
         )
         return save_checkpoint(payload, self.run_dir.path / "last.pt")
 
@@ -392,7 +403,7 @@ class Trainer:
         if self.run_dir is None:
             return self.shared_run_path / "best.pt"
         assert self.data is not None
-        payload = weights_payload(self.model, self.config, self.data.class_names, self.progress)
+        payload = weights_payload(self.model, self.config, self.data.class_names, self.progress, self.data.split)
         return save_checkpoint(payload, self.run_dir.path / "best.pt")
 
     # ---- the whole run ------------------------------------------------------------------------
@@ -417,6 +428,11 @@ class Trainer:
         )
         if self.data.skipped:
             self.emit(ev.Notice(f"skipped {len(self.data.skipped)} unreadable file(s) in {self.data.root}", "warning"))
+        for change in self.data.changes:
+            self.emit(ev.Notice(change, "warning"))
+        if self.resume_notes:
+            self.emit(ev.Notice("resumed with " + ", ".join(self.resume_notes)))
+            self.resume_notes = []
         self._state(RunState.TRAINING)
         try:
             while self.progress.epoch <= self.config.epochs:

@@ -14,6 +14,7 @@ from torch import nn
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.engine.checkpoint import CHECKPOINT_FORMAT
 from alexnet_tui.engine.window import EpochTotals
+from alexnet_tui.errors import UsageError
 from alexnet_tui.model import ARCHITECTURE, AlexNet
 
 
@@ -41,6 +42,26 @@ class RunPosition:
         return self.epoch > 1 or self.batch > 0
 
 
+# Options that decide what a run is: changing one on resume would make it another run.
+RUN_IDENTITY = ("seed", "val_split", "test_split", "batch_size", "image_size", "width", "num_classes", "demo_size")
+NOT_COMPARED = ("out", "resume")
+
+
+def resume_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """Refuse options that would change what the resumed run is; say the ones that may change."""
+    current = config.to_dict()
+    changed = [key for key in current if key not in NOT_COMPARED and key in saved and saved[key] != current[key]]
+    refused = [key for key in changed if key in RUN_IDENTITY]
+    if refused:
+        key = refused[0]
+        option = "--" + key.replace("_", "-")
+        raise UsageError(
+            f"{option} {current[key]} would change what this run is (it was trained with {option} {saved[key]}); "
+            "resume without it, or start a new run with another --out"
+        )
+    return [f"--{key.replace('_', '-')} {current[key]} (was {saved[key]})" for key in changed]
+
+
 @dataclass
 class RunProgress:
     epoch: int = 1  # the next epoch to train (1-based, as the tutorial counts)
@@ -59,8 +80,15 @@ def unwrap(model: nn.Module) -> AlexNet:
     return getattr(model, "module", model)
 
 
-def weights_payload(model: nn.Module, config: TrainConfig, class_names: list[str], progress: RunProgress) -> dict:
-    """What best.pt holds: enough to evaluate and predict, checked against the model on load."""
+def weights_payload(
+    model: nn.Module,
+    config: TrainConfig,
+    class_names: list[str],
+    progress: RunProgress,
+    split: dict[str, list[str]] | None,
+) -> dict:
+    """What best.pt holds: enough to evaluate and predict, checked against the model on load, and
+    the run's split, so an evaluation reports on the images the run held out whatever changed since."""
     plain = unwrap(model)
     return {
         "format": CHECKPOINT_FORMAT,
@@ -75,6 +103,7 @@ def weights_payload(model: nn.Module, config: TrainConfig, class_names: list[str
         "best_epoch": progress.best_epoch,
         "epoch": progress.epoch,
         "batch": progress.batch,
+        "split": split,
     }
 
 
@@ -86,9 +115,10 @@ def training_payload(
     config: TrainConfig,
     class_names: list[str],
     progress: RunProgress,
+    split: dict[str, list[str]] | None,
 ) -> dict:
     """What last.pt holds: the weights plus everything a resume needs to go on exactly."""
-    payload = weights_payload(model, config, class_names, progress)
+    payload = weights_payload(model, config, class_names, progress, split)
     payload.update(
         optimizer=optimizer.state_dict(),
         scaler=scaler.state_dict() if scaler.is_enabled() else None,
@@ -112,7 +142,10 @@ def restore_training(
     """Load last.pt into the model, optimizer and RNGs; return where the run stopped."""
     unwrap(model).load_state_dict(payload["model"])  # strict: leftover or missing keys are refused
     if payload.get("optimizer"):
+        lr = optimizer.param_groups[0]["lr"]
         optimizer.load_state_dict(payload["optimizer"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr  # the saved state carries the old rate; a --lr given on resume wins
     if payload.get("scaler"):
         scaler.load_state_dict(payload["scaler"])
     torch.set_rng_state(payload["rng"]["torch"])

@@ -24,11 +24,11 @@ from alexnet_tui.download import default_dest
 from alexnet_tui.engine import Control, RunOutcome, RunState, StoppedBeforeStart, Trainer
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.follow import CaughtUp, FollowReset, MetricsFollower
-from alexnet_tui.engine.loaders import start_worker_processes
 from alexnet_tui.engine.run_dir import STOP_FILE
 from alexnet_tui.errors import UsageError
 from alexnet_tui.headless import EXIT_SIGNAL, LineReporter, format_epoch
 from alexnet_tui.metrics import MetricsWriter
+from alexnet_tui.processes import start_worker_processes
 from alexnet_tui.ui import terminal
 from alexnet_tui.ui.screens import ConfirmQuit, DownloadOffer, HelpScreen
 from alexnet_tui.ui.widgets.charts import SystemPanel, TrainingCharts
