@@ -75,8 +75,10 @@ class RunDirectory:
     def _take_over(self) -> None:
         """Now the folder's only writer: say who we are, and clear what a killed run left behind."""
         try:
-            os.ftruncate(self._lock_fd, 0)
-            os.pwrite(self._lock_fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+            owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+            # Write, then cut to length: a run refused in between still reads a whole owner.
+            os.pwrite(self._lock_fd, owner, 0)
+            os.ftruncate(self._lock_fd, len(owner))
             # A run killed mid-save (kill -9) leaves its temp file; a STOP meant for a run that is gone is stale.
             for leftover in [*self.path.glob(".*.pt.tmp*"), self.path / STOP_FILE]:
                 leftover.unlink(missing_ok=True)
