@@ -115,23 +115,76 @@ def train_command(argv: Sequence[str]) -> int:
     return run_app(config)
 
 
+def resolve_run(given: str | None) -> Path:
+    """RUN_DIR as given, or the newest live run under ./runs."""
+    from alexnet_tui.engine.remote import newest_live_run
+
+    run_dir = Path(given) if given else newest_live_run(Path("runs"))
+    if run_dir is None:
+        raise UsageError("no live run under ./runs; give RUN_DIR (alexnet-tui runs lists them)")
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise UsageError(f"{run_dir}: no metrics.jsonl here; give a run directory (see alexnet-tui runs)")
+    return run_dir
+
+
+def open_run_screen(run_dir: Path, read_only: bool) -> int:
+    """The training screen on a run another process is running (read-only for `watch`)."""
+    from alexnet_tui.engine.remote import RemoteControl, describe_owner, run_is_live
+
+    if not read_only:
+        if not run_is_live(run_dir):
+            raise UsageError(
+                f"{run_dir}: the run is not running; look at it with alexnet-tui watch {run_dir} "
+                f"or go on with alexnet-tui --no-ui --resume {run_dir}"
+            )
+        RemoteControl(run_dir).check_writable()
+    # textual-serve runs this command per browser tab with its web driver over pipes: no tty there.
+    if not sys.stdout.isatty() and not os.environ.get("TEXTUAL_DRIVER"):
+        raise UsageError("attach needs a terminal; read RUN_DIR/metrics.jsonl or train.log instead")
+    config = TrainConfig()
+    if (run_dir / "config.toml").is_file():
+        config = TrainConfig.from_dict(load_toml(run_dir / "config.toml"))
+    from alexnet_tui.ui.launch import run_app
+
+    if not read_only:
+        print(f"attaching to {run_dir} ({describe_owner(run_dir)})", file=sys.stderr)
+    return run_app(config, attach=run_dir, read_only=read_only)
+
+
+def attach_command(argv: Sequence[str]) -> int:
+    parser = Parser(
+        prog="alexnet-tui attach",
+        description="The training screen on a run started elsewhere (TUI, --no-ui, torchrun, another host): "
+        "p pause/resume, e evaluate, x stop, q leaves the run going.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="default: the newest live run under ./runs")
+    parser.add_argument("--read-only", action="store_true", help="follow only, as `watch` does")
+    args = parser.parse_args(argv)
+    return open_run_screen(resolve_run(args.run_dir), args.read_only)
+
+
 def watch_command(argv: Sequence[str]) -> int:
     parser = Parser(
         prog="alexnet-tui watch", description="Follow a run started elsewhere, read-only; x asks it to stop."
     )
     parser.add_argument("run_dir", metavar="RUN_DIR")
     args = parser.parse_args(argv)
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "metrics.jsonl").is_file():
-        raise UsageError(f"{run_dir}: no metrics.jsonl here; give a run directory (see alexnet-tui runs)")
-    if not sys.stdout.isatty():
-        raise UsageError("watch needs a terminal; read RUN_DIR/metrics.jsonl or train.log instead")
-    config = TrainConfig()
-    if (run_dir / "config.toml").is_file():
-        config = TrainConfig.from_dict(load_toml(run_dir / "config.toml"))
-    from alexnet_tui.ui.launch import run_app
+    return open_run_screen(resolve_run(args.run_dir), read_only=True)
 
-    return run_app(config, watch=run_dir)
+
+def serve_command(argv: Sequence[str]) -> int:
+    parser = Parser(
+        prog="alexnet-tui serve",
+        description="The attached screen in a web browser (textual-serve); every tab views the same run.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="default: the newest live run under ./runs")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: use ssh -L)")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    run_dir = resolve_run(args.run_dir).resolve()
+    from alexnet_tui.serve import serve
+
+    return serve(run_dir, args.host, args.port)
 
 
 def evaluate_command(argv: Sequence[str]) -> int:
@@ -201,6 +254,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "predict": predict_command,
     "runs": runs_command,
     "watch": watch_command,
+    "attach": attach_command,
+    "serve": serve_command,
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_tui.engine.events import RunState
+from alexnet_tui.engine.remote import run_is_live
 from alexnet_tui.errors import UsageError
 from alexnet_tui.metrics import read_metrics
 
@@ -34,15 +35,18 @@ def summarize_run(run_dir: Path) -> dict[str, Any] | None:
     states = [r["state"] for r in records if r["event"] == "state"]
     state = RunState(states[-1]) if states else RunState.IDLE
     last_start = starts[-1]
-    if state.busy:
+    live = run_is_live(run_dir)
+    if state.busy and not live:
         same_host = last_start.get("host") == socket.gethostname()
-        if same_host and last_start.get("pid") and not process_alive(last_start["pid"]):
+        if not same_host or not last_start.get("pid") or not process_alive(last_start["pid"]):
             state = RunState.INTERRUPTED  # the process is gone without saying so (kill -9, power loss)
     epochs = [r for r in records if r["event"] == "epoch"]
     best = [r for r in epochs if r.get("best")]
     return {
         "run": str(run_dir),
         "state": state,
+        "live": live,
+        "host": last_start.get("host", ""),
         "epochs": f"{epochs[-1]['epoch']}/{epochs[-1]['epochs']}" if epochs else f"0/{last_start['config']['epochs']}",
         "best_val_loss": best[-1]["val_loss"] if best else None,
         "best_val_acc": best[-1]["val_acc"] if best else None,
@@ -60,13 +64,19 @@ def list_runs(folder: Path) -> int:
     if not rows:
         print(f"no runs in {folder}")
         return 0
-    header = f"{'run':<36} {'state':<12} {'epochs':>7} {'best val_loss':>14} {'val_acc':>8}  {'device':<16} started"
+    header = (
+        f"{'run':<36} {'state':<12} {'live':<4} {'host':<12} {'epochs':>7} {'best val_loss':>14} {'val_acc':>8}  "
+        f"{'device':<16} started"
+    )
     print(header)
     for row in rows:
         loss = f"{row['best_val_loss']:.5f}" if row["best_val_loss"] is not None else "-"
         acc = f"{row['best_val_acc']:.5f}" if row["best_val_acc"] is not None else "-"
         print(
-            f"{row['run']:<36} {row['state']:<12} {row['epochs']:>7} {loss:>14} {acc:>8}  "
-            f"{row['device'][:16]:<16} {row['started']}"
+            f"{row['run']:<36} {row['state']:<12} {'yes' if row['live'] else 'no':<4} {row['host'][:12]:<12} "
+            f"{row['epochs']:>7} {loss:>14} {acc:>8}  {row['device'][:16]:<16} {row['started']}"
         )
+    live = [row["run"] for row in rows if row["live"]]
+    for run in live:
+        print(f"attach: alexnet-tui attach {run}   (browser: alexnet-tui serve {run}, then ssh -L 8000:127.0.0.1:8000)")
     return 0

@@ -174,7 +174,7 @@ async def test_watch_shows_nan_written_as_null(tmp_path, finished_run):
     for value in (batch.loss, batch.running_loss, epoch.train_loss, epoch.val_loss):
         assert isinstance(value, float) and math.isnan(value)
 
-    app = AlexNetApp(TrainConfig(), watch=run)
+    app = AlexNetApp(TrainConfig(), attach=run, read_only=True)
     async with app.run_test(size=(100, 30)) as pilot:
         epochs = lambda: app.query_one("#epochs", DataTable).row_count  # noqa: E731
         await wait_for(pilot, lambda: epochs() == 3 and app.state == "finished", timeout=20)

@@ -22,16 +22,18 @@ def test_runs_lists_state_epochs_and_best(finished_run, capsys):
 
 def test_stop_file_stops_the_engine_gracefully(tmp_path):
     events: list[ev.Event] = []
-    trainer = Trainer(tiny_config(tmp_path, epochs=3), [events.append], Control())
+    trainer = Trainer(tiny_config(tmp_path, epochs=50), [events.append], Control())
 
     def ask_to_stop(event: ev.Event) -> None:
-        if isinstance(event, ev.BatchEnd) and event.batch == 2:
+        if isinstance(event, ev.BatchEnd) and (event.epoch, event.batch) == (1, 2):  # `touch RUN_DIR/STOP`, once
             (tmp_path / "run" / "STOP").touch()
 
     trainer.subscribe(ask_to_stop)
     assert trainer.fit() is RunOutcome.STOPPED
     stopped = [e for e in events if isinstance(e, ev.Stopped)][0]
     assert "STOP file" in stopped.reason and not (tmp_path / "run" / "STOP").exists()
+    assert [e.command for e in events if isinstance(e, ev.ControlAck)] == ["stop"]  # said on every screen
+    trainer.close()
 
 
 @pytest.mark.asyncio
@@ -42,7 +44,7 @@ async def test_watch_follows_a_growing_truncated_file_and_asks_to_stop(tmp_path,
     metrics = run / "metrics.jsonl"
     half = next(i for i, line in enumerate(lines) if '"event":"epoch"' in line) + 1
     metrics.write_text("".join(lines[:half]) + lines[half][:10])  # a torn last line, as mid-write
-    app = AlexNetApp(TrainConfig(), watch=run)
+    app = AlexNetApp(TrainConfig(), attach=run, read_only=True)
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
         batches = lambda: app.query_one("#batches", DataTable).row_count  # noqa: E731
         epochs = lambda: app.query_one("#epochs", DataTable).row_count  # noqa: E731

@@ -39,6 +39,16 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
         raise CheckpointSaveError(
             f"could not save {path} ({error.strerror or error}); the previous {path.name} is intact"
         ) from error
+    except RuntimeError as error:
+        # torch.save reports a failed write(2) to a file object (a full disk) as a RuntimeError
+        # ("unexpected pos ..."), with the OSError that caused it as the exception's context.
+        temp.unlink(missing_ok=True)
+        cause = error.__context__
+        if not isinstance(cause, OSError):
+            raise
+        raise CheckpointSaveError(
+            f"could not save {path} ({cause.strerror or cause}); the previous {path.name} is intact"
+        ) from cause
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

@@ -31,6 +31,17 @@ class Control:
     def request_evaluation(self) -> None:
         self._evaluate.set()
 
+    def apply(self, command: str, sender: str) -> None:
+        """A request from elsewhere (attach, a STOP file): the same effect as the keys."""
+        if command == "pause":
+            self.pause()
+        elif command == "resume":
+            self.resume()
+        elif command == "evaluate":
+            self.request_evaluation()
+        elif command == "stop":
+            self.request_stop(f"stop requested by {sender}")
+
     @property
     def stop_requested(self) -> bool:
         return self.stop_event.is_set()

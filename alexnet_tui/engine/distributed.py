@@ -60,11 +60,14 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when it is true on one: ranks must agree to stop at the same batch."""
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+def agree(stop: bool, pause: bool, evaluate: bool, ranks: Ranks, device: torch.device) -> tuple[bool, bool, bool]:
+    """What every rank does at this batch: a stop on any rank (Ctrl+C reaches them all) is
+    everyone's; pause and evaluate-now are rank 0's, which alone reads the requests."""
+    own = [stop, pause and ranks.main, evaluate and ranks.main]
+    flags = torch.tensor([1.0 if flag else 0.0 for flag in own], device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    agreed_stop, agreed_pause, agreed_evaluate = (bool(value) for value in flags.tolist())
+    return agreed_stop, agreed_pause, agreed_evaluate
 
 
 def weights_agree(model: torch.nn.Module, device: torch.device) -> bool:

@@ -145,6 +145,15 @@ class Notice(Event):
 
 
 @dataclass
+class ControlAck(Event):
+    """A request from elsewhere (attach, a STOP file) taken by the run: every screen says so."""
+
+    name: ClassVar[str] = "control"
+    command: str
+    sender: str
+
+
+@dataclass
 class Stopped(Event):
     name: ClassVar[str] = "stopped"
     epoch: int

@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import socket
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +15,15 @@ from alexnet_tui.errors import UsageError
 
 STOP_FILE = "STOP"
 LOCK_FILE = ".lock"
+CONTROL_DIR = "control"  # request files from `alexnet-tui attach`, read by the run at batch boundaries
+COMMANDS = ("pause", "resume", "evaluate", "stop")
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")  # any of these means the folder holds a run
+
+
+@dataclass(frozen=True)
+class Request:
+    command: str  # one of COMMANDS
+    sender: str  # who asked, in words: "alice@laptop (pid 123)", "a STOP file in the run directory"
 
 
 def lock_owner(path: Path) -> dict:
@@ -79,21 +88,41 @@ class RunDirectory:
             # Write, then cut to length: a run refused in between still reads a whole owner.
             os.pwrite(self._lock_fd, owner, 0)
             os.ftruncate(self._lock_fd, len(owner))
-            # A run killed mid-save (kill -9) leaves its temp file; a STOP meant for a run that is gone is stale.
-            for leftover in [*self.path.glob(".*.pt.tmp*"), self.path / STOP_FILE]:
+            # A run killed mid-save (kill -9) leaves its temp file; requests meant for a run that is
+            # gone are stale.
+            for leftover in [*self.path.glob(".*.pt.tmp*"), self.path / STOP_FILE, *self.path.glob(f"{CONTROL_DIR}/*")]:
                 leftover.unlink(missing_ok=True)
+            (self.path / CONTROL_DIR).mkdir(exist_ok=True)
         except OSError as error:
             raise UsageError(
                 f"--out {self.path}: cannot write there ({error.strerror}); choose another --out"
             ) from None
 
-    def stop_requested(self) -> bool:
-        """True once for each STOP file (`touch RUN_DIR/STOP`, `x` in watch): it is consumed."""
+    def take_requests(self) -> list[Request]:
+        """Requests left since the last look, oldest first, each taken once: files under
+        RUN_DIR/control/ (from `attach`, on any host that shares the folder) and RUN_DIR/STOP."""
+        requests = []
         stop = self.path / STOP_FILE
-        if not stop.exists():
-            return False
-        stop.unlink(missing_ok=True)
-        return True
+        if stop.exists():
+            stop.unlink(missing_ok=True)
+            requests.append(Request("stop", "a STOP file in the run directory"))
+        try:
+            names = sorted(os.listdir(self.path / CONTROL_DIR))
+        except OSError:
+            return requests
+        for name in names:
+            if not name.endswith(".json"):
+                continue  # a request still being written (temp name)
+            path = self.path / CONTROL_DIR / name
+            try:
+                record = json.loads(path.read_text())
+                path.unlink()
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)
+                continue
+            if record.get("command") in COMMANDS:
+                requests.append(Request(record["command"], str(record.get("sender", "attach"))))
+        return requests
 
     def write_config(self, config: TrainConfig) -> None:
         (self.path / "config.toml").write_text(to_toml(config))

@@ -21,10 +21,11 @@ from alexnet_tui.config import TrainConfig
 from alexnet_tui.data import DataBundle, load_data
 from alexnet_tui.data.images import UNREADABLE
 from alexnet_tui.engine import events as ev
-from alexnet_tui.engine.checkpoint import CheckpointSaveError, check_compatible, load_checkpoint, save_checkpoint
+from alexnet_tui.engine.checkpoint import CheckpointSaveError, check_compatible, load_checkpoint
+from alexnet_tui.engine.checkpoint_writer import CheckpointWriter
 from alexnet_tui.engine.control import Control, StoppedBeforeStart
 from alexnet_tui.engine.device import describe, resolve_amp, resolve_device
-from alexnet_tui.engine.distributed import all_reduce_sum, any_rank, init_distributed, launched_ranks, weights_agree
+from alexnet_tui.engine.distributed import agree, all_reduce_sum, init_distributed, launched_ranks, weights_agree
 from alexnet_tui.engine.evaluation import loss_and_accuracy
 from alexnet_tui.engine.loaders import EpochBatchSampler, default_workers, make_loader, shut_down
 from alexnet_tui.engine.run_dir import RunDirectory
@@ -45,6 +46,7 @@ from alexnet_tui.model import AlexNet
 
 RunState = ev.RunState
 REPORT_INTERVAL_S = 0.1  # metrics are read back from the device at most this often
+REQUEST_POLL_S = 0.2  # the run directory is looked at for requests at most this often while training
 DIST_SYNC_BATCHES = 8  # under DDP, ranks agree on stopping and read metrics back every this many batches
 
 
@@ -67,6 +69,7 @@ class Trainer:
         self.progress = RunProgress()
         self.run_dir: RunDirectory | None = None
         self.resume_notes: list[str] = []  # options changed on resume, said when the run starts
+        self._last_poll = 0.0
         self._loaders: dict[str, DataLoader] = {}
 
     # ---- events and the drivers' view ---------------------------------------------------------
@@ -231,17 +234,35 @@ class Trainer:
         return True
 
     def _requests_at_boundary(self) -> tuple[bool, bool]:
-        """(evaluate now, pause or stop here). Under DDP the ranks must agree, every few batches."""
+        """(evaluate now, pause or stop here). Under DDP the ranks agree every few batches."""
+        self._serve_requests()
         if not self.ranks.distributed:
-            if self.run_dir is not None and self.run_dir.stop_requested():
-                self.control.request_stop("STOP file found in the run directory")
             return self.control.take_evaluation_request(), self.control.stop_requested or self.control.paused
-        if self.run_dir is not None and self.run_dir.stop_requested():  # rank 0 alone holds the folder
-            self.control.request_stop("STOP file found in the run directory")
-        agreed = self.progress.batch % DIST_SYNC_BATCHES == 0 and any_rank(self.control.stop_requested, self.device)
-        if agreed and not self.control.stop_requested:
-            self.control.request_stop("another rank was asked to stop")
-        return False, agreed
+        if self.progress.batch % DIST_SYNC_BATCHES:
+            return False, False
+        stop, pause, evaluate = self._agree()
+        return evaluate, stop or pause
+
+    def _agree(self) -> tuple[bool, bool, bool]:
+        """Under DDP: the same stop, pause and evaluate-now on every rank, mirrored into each Control."""
+        control = self.control
+        stop, pause, evaluate = agree(
+            control.stop_requested, control.paused, control.take_evaluation_request(), self.ranks, self.device
+        )
+        if stop and not control.stop_requested:
+            control.request_stop("another rank was asked to stop")
+        if not self.ranks.main:
+            control.pause() if pause else control.resume()
+        return stop, pause, evaluate
+
+    def _serve_requests(self, every_s: float = REQUEST_POLL_S) -> None:
+        """Requests from `attach` or a STOP file (rank 0 holds the folder), acknowledged on every screen."""
+        if self.run_dir is None or time.monotonic() - self._last_poll < every_s:
+            return
+        self._last_poll = time.monotonic()
+        for request in self.run_dir.take_requests():
+            self.control.apply(request.command, request.sender)
+            self.emit(ev.ControlAck(request.command, request.sender))
 
     def _report(self, window: MetricWindow, epoch: int, batches: int) -> None:
         """Read the window back once, add it to the epoch's totals and emit a BatchEnd per batch."""
@@ -285,15 +306,19 @@ class Trainer:
     def _at_boundary(self, epoch: int, evaluate_now: bool) -> bool:
         """Serve pause and evaluate-now requests; False when the run must stop here."""
         if evaluate_now and not self.control.stop_requested:
-            self._write_report("val")
+            self._requested_evaluation()
             if not self.control.paused:
                 self._state(RunState.TRAINING)
         if self.control.paused and not self.control.stop_requested:
             self._state(RunState.PAUSED)
             while self.control.paused and not self.control.stop_requested:
                 self.control.wait_while_paused()
-                if self.control.take_evaluation_request():
-                    self._write_report("val")
+                self._serve_requests(every_s=0)
+                evaluate_now = self.control.take_evaluation_request()
+                if self.ranks.distributed:
+                    _, _, evaluate_now = self._agree()  # every rank goes round this loop together
+                if evaluate_now:
+                    self._requested_evaluation()
                     self._state(RunState.PAUSED)
             if not self.control.stop_requested:
                 self._state(RunState.TRAINING)
@@ -302,15 +327,26 @@ class Trainer:
             return False
         return True
 
+    def _requested_evaluation(self) -> None:
+        """The full report; under DDP (where the report is not sharded) loss and accuracy, all ranks."""
+        if self.ranks.distributed:
+            self.evaluate("val", requested=True)
+        else:
+            self._write_report("val")
+
     def _stop(self, epoch: int) -> None:
-        path = self.save_last()
+        path = self.save_last(wait=True)  # Stopped names a last.pt that is on disk
         self.emit(ev.Stopped(epoch, self.progress.batch, str(path), self.control.stop_reason))
         self.control.stop_served()
         self._state(RunState.STOPPED)
 
     # ---- evaluation ---------------------------------------------------------------------------
     def evaluate(
-        self, split: str = "val", checkpoint: Path | None = None, model: nn.Module | None = None
+        self,
+        split: str = "val",
+        checkpoint: Path | None = None,
+        model: nn.Module | None = None,
+        requested: bool = False,
     ) -> tuple[float, float] | None:
         """Loss and accuracy on a split; None if a stop request cut it short. `checkpoint` names
         the weights being reported (the final evaluation of best.pt, in `model`)."""
@@ -334,14 +370,13 @@ class Trainer:
             sums = all_reduce_sum(sums)
         total_loss, total_hits, total = sums.tolist()  # one read-back for the whole pass
         loss, acc = total_loss / max(total, 1), total_hits / max(total, 1)
-        self.emit(ev.EvaluationEnd(split, loss, acc, int(total), str(checkpoint) if checkpoint else None))
+        self.emit(ev.EvaluationEnd(split, loss, acc, int(total), str(checkpoint) if checkpoint else None, requested))
         return loss, acc
 
     def _stop_during_evaluation(self) -> bool:
         if self.ranks.distributed:
             return False  # ranks must run the same collectives: they stop at the next training batch
-        if self.run_dir is not None and self.run_dir.stop_requested():
-            self.control.request_stop("STOP file found in the run directory")
+        self._serve_requests()
         return self.control.stop_requested
 
     def evaluate_now(self, split: str = "val") -> Path | None:
@@ -383,10 +418,17 @@ class Trainer:
         return path
 
     # ---- checkpoints --------------------------------------------------------------------------
-    def save_last(self) -> Path:
+    # Off the hot path: the state is copied to the CPU here, on the training thread (training goes on
+    # changing the tensors in place), and written by one background thread (engine/checkpoint_writer.py),
+    # still atomically (temp file, fsync, os.replace). A save waits for the one before; a failed write
+    # is raised as CheckpointSaveError at the next wait: the next epoch's end, a stop, the finish.
+    def save_last(self, wait: bool = True) -> Path:
+        """last.pt (after best.pt, if _save_best staged it): snapshotted now, written in the background.
+        With wait, returns once both are on disk, or raises CheckpointSaveError."""
         if self.run_dir is None:  # a DDP rank other than 0: rank 0 writes for the job
             return self.shared_run_path / "last.pt"
         assert self.data is not None
+        writer = self._checkpoints = getattr(self, "_checkpoints", None) or CheckpointWriter()
         payload = training_payload(
             self.model,
             self.optimizer,
@@ -397,14 +439,25 @@ class Trainer:
             self.progress,
             self.data.split,
         )
-        return save_checkpoint(payload, self.run_dir.path / "last.pt")
+        path = writer.stage(payload, self.run_dir.path / "last.pt")
+        writer.submit()
+        if wait:
+            writer.wait()
+        return path
 
-    def _save_best(self) -> Path:
+    def _save_best(self, previous: tuple[float, int | None]) -> Path:
+        """Stage best.pt (snapshotted now; save_last writes it first). If it cannot be written,
+        best_val_loss and best_epoch go back to `previous`, so that a retry saves a best again."""
         if self.run_dir is None:
             return self.shared_run_path / "best.pt"
         assert self.data is not None
+        writer = self._checkpoints = getattr(self, "_checkpoints", None) or CheckpointWriter()
         payload = weights_payload(self.model, self.config, self.data.class_names, self.progress, self.data.split)
-        return save_checkpoint(payload, self.run_dir.path / "best.pt")
+
+        def roll_back() -> None:
+            self.progress.best_val_loss, self.progress.best_epoch = previous
+
+        return writer.stage(payload, self.run_dir.path / "best.pt", on_failure=roll_back)
 
     # ---- the whole run ------------------------------------------------------------------------
     def fit(self) -> RunOutcome:
@@ -466,19 +519,33 @@ class Trainer:
             self._stop(epoch)
             return False
         self._state(RunState.TRAINING)
+        if writer := getattr(self, "_checkpoints", None):
+            # The previous epoch's files were written while this epoch trained. One that failed is
+            # raised here, its best_val_loss put back, before this epoch's result is judged against it.
+            writer.wait()
         val_loss, val_acc = result
         totals = progress.totals
         improved = val_loss < progress.best_val_loss
+        previous = (progress.best_val_loss, progress.best_epoch)
         if improved:
-            previous = (progress.best_val_loss, progress.best_epoch)
             progress.best_val_loss, progress.best_epoch = val_loss, epoch
-            try:
-                path = self._save_best()
-            except CheckpointSaveError:
-                progress.best_val_loss, progress.best_epoch = previous  # so a retry saves it again
-                raise
-            self.emit(ev.BestCheckpoint(epoch, previous[0], val_loss, str(path)))
+            path = self._save_best(previous)
+        ended = (progress.epoch, progress.batch, totals)
         progress.next_epoch()
+        try:
+            # One snapshot for best.pt and last.pt, written in the background while the next epoch
+            # trains. The final epoch waits: nothing is left to overlap, and _finish reads best.pt.
+            self.save_last(wait=progress.epoch > self.config.epochs)
+        except CheckpointSaveError:
+            # Nothing has trained since: a retry judges this epoch again and saves it (best_val_loss
+            # was put back by the failed best.pt, if it was that one).
+            progress.epoch, progress.batch, progress.totals = ended
+            raise
+        if improved:
+            # Said once the weights are snapshotted, before they are durable ("Saving Model!", as in
+            # the tutorial): a write that then fails ends the run as Failed, "kept in memory", at the
+            # next wait, with best_val_loss put back, so no best is ever claimed that a retry skips.
+            self.emit(ev.BestCheckpoint(epoch, previous[0], val_loss, str(path)))
         self.emit(
             ev.EpochEnd(
                 epoch,
@@ -492,7 +559,6 @@ class Trainer:
                 improved,
             )
         )
-        self.save_last()
         return True
 
     def _fail(self, message: str, details: str = "") -> RunOutcome:
@@ -504,6 +570,8 @@ class Trainer:
         """Reload the best weights into a model of their own and report them on data never used to
         pick them. The training model keeps the last weights, which a stop here saves to last.pt."""
         run_path = self.run_dir.path if self.run_dir else self.shared_run_path
+        if writer := getattr(self, "_checkpoints", None):
+            writer.wait()  # best.pt is read below; under DDP the other ranks read it after the barrier
         if self.ranks.distributed:
             if not weights_agree(self.model, self.device):
                 return self._fail("the ranks' weights differ; the DDP run is not consistent")
@@ -532,7 +600,14 @@ class Trainer:
         self.close()
 
     def close(self) -> None:
-        """Shut down loader workers, release the run directory (and leave the DDP process group)."""
+        """Finish the checkpoint being written, shut down loader workers, release the run directory
+        (and leave the DDP process group)."""
+        if writer := getattr(self, "_checkpoints", None):
+            try:
+                writer.wait()  # a run that failed otherwise (NaN, an error) still gets its last save
+            except Exception as error:  # noqa: BLE001 - nothing is left to fail: said, not raised
+                self.emit(ev.Notice(f"the last checkpoint was not saved: {error}", "warning"))
+            writer.release()
         if self.ranks.distributed and dist.is_initialized():
             dist.destroy_process_group()
         for loader in self._loaders.values():

@@ -24,6 +24,7 @@ from alexnet_tui.download import default_dest
 from alexnet_tui.engine import Control, RunOutcome, RunState, StoppedBeforeStart, Trainer
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.follow import CaughtUp, FollowReset, MetricsFollower
+from alexnet_tui.engine.remote import RemoteControl
 from alexnet_tui.engine.run_dir import STOP_FILE
 from alexnet_tui.errors import UsageError
 from alexnet_tui.headless import EXIT_SIGNAL, LineReporter, format_epoch
@@ -76,25 +77,30 @@ class AlexNetApp(App[int]):
         config: TrainConfig,
         trainer_factory: TrainerFactory = Trainer,
         capture_stderr: bool = False,
-        watch: Path | None = None,
+        attach: Path | None = None,
+        read_only: bool = False,
     ) -> None:
         # Before Textual swaps sys.stderr for its capture object, which these helper processes must
         # not inherit ("bad value(s) in fds_to_keep"); loader workers then come from the fork server.
         start_worker_processes()
         super().__init__()
         self.capture_stderr = capture_stderr  # a real terminal run, not a test or a screenshot
-        self.watch = watch  # a run directory to follow read-only, instead of training here
-        self.catching_up = watch is not None  # no toasts for the history read on attach
+        self.attached = attach  # a run directory another process is running: follow and steer it
+        self.read_only = read_only  # `watch`: follow only (x still leaves a STOP file)
+        self.catching_up = attach is not None  # no toasts for the history read on attach
         self.config = config
         self.trainer_factory = trainer_factory
-        self.control = Control()
+        # One control contract: the engine's own here, request files for a run attached to.
+        self.control: Control | RemoteControl = (
+            RemoteControl(attach) if attach is not None and not read_only else Control()
+        )
         self.trainer: Trainer | None = None
         self.metrics: MetricsWriter | None = None
         # The worker appends, the UI drains on a timer: the trainer never waits for the screen.
         self.pending: deque[ev.Event] = deque()
         self.dataset_text = "data: not loaded yet"
         self.device_text = config.device
-        self.run_dir: Path | None = watch
+        self.run_dir: Path | None = attach
         self.quit_code: int | None = None  # set when a quit waits for the run to stop and save
         self.hung_up = False
         self.hangup_log: LineReporter | None = None
@@ -140,10 +146,10 @@ class AlexNetApp(App[int]):
         self.set_interval(1.0, self.update_system)
         self.update_system()
         self.compute_summary(guess_classes(self.config), self.config.image_size)
-        if self.watch is not None:
+        if self.attached is not None:
             self.show_live()
-            self.query_one(PredictPane).run_dir = self.watch
-            self.follow_metrics(self.watch / "metrics.jsonl")
+            self.query_one(PredictPane).run_dir = self.attached
+            self.follow_metrics(self.attached / "metrics.jsonl")
         self.loop = asyncio.get_running_loop()
         for number in self.early_signals:
             self.on_signal(number)
@@ -281,6 +287,9 @@ class AlexNetApp(App[int]):
         elif isinstance(event, ev.Failed):
             self.log_line(f"training failed: {event.message}")
             self.notify(event.message, title="Training failed", severity="error", timeout=10, markup=False)
+        elif isinstance(event, ev.ControlAck):
+            self.log_line(f"{event.command} requested by {event.sender}")
+            self.notify(f"{event.command} requested by {event.sender}", title="Request taken", markup=False)
         elif isinstance(event, ev.Notice):
             self.log_line(event.message)
         self.update_status()
@@ -292,7 +301,7 @@ class AlexNetApp(App[int]):
             f"{data['train']}/{data['val']}/{data['test']} train/val/test, {data['skipped']} skipped"
         )
         self.device_text = f"{event.device} {event.amp if event.amp != 'off' else 'fp32'}"
-        if self.watch is None:
+        if self.attached is None:
             self.run_dir = Path(event.run_dir)
             self.query_one(PredictPane).run_dir = self.run_dir
         if self.capture_stderr:
@@ -313,10 +322,12 @@ class AlexNetApp(App[int]):
         self.query_one("#log-view", RichLog).write(text)
 
     def update_status(self) -> None:
-        watching = " (watching)" if self.watch else ""
-        where = f"watching {self.watch}" if self.watch else str(self.run_dir or "run: not started")
+        mode = ""
+        if self.attached is not None:
+            mode = " (watching)" if self.read_only else " (attached)"
+        where = str(self.run_dir or "run: not started")
         self.query_one("#status", Static).update(
-            f"[b]{self.state.upper()}[/b]{watching} | {self.device_text} | {self.dataset_text} | {where}"
+            f"[b]{self.state.upper()}[/b]{mode} | {self.device_text} | {self.dataset_text} | {where}"
         )
 
     def watch_state(self, state: RunState) -> None:
@@ -326,8 +337,14 @@ class AlexNetApp(App[int]):
     # ---- keys ---------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """None greys a key out in the footer: it does nothing in this state."""
-        if self.watch is not None:
-            return True if action not in ("start", "pause", "evaluate") else None
+        if self.attached is not None:
+            steer = {
+                "start": False,
+                "pause": not self.read_only and self.state in (RunState.TRAINING, RunState.PAUSED),
+                "evaluate": not self.read_only and self.state.busy,
+                "stop": self.state.busy or self.read_only,
+            }
+            return True if steer.get(action, True) else None
         allowed = {
             "start": not self.state.busy and self.state != RunState.DOWNLOADING,
             "pause": self.state in (RunState.TRAINING, RunState.PAUSED),
@@ -337,7 +354,7 @@ class AlexNetApp(App[int]):
         return True if allowed.get(action, True) else None
 
     def action_start(self) -> None:
-        if self.check_action("start", ()) is None or self.watch is not None:
+        if self.check_action("start", ()) is None:
             return
         if self.trainer is None or self.state == RunState.FINISHED or not self.trainer.position().prepared:
             config = self.settings_or_notify()
@@ -417,30 +434,37 @@ class AlexNetApp(App[int]):
     def action_leave_field(self) -> None:
         self.set_focus(None)
 
+    def steer(self, request: Callable[[], None], said: str) -> None:
+        """Pass a key's request on; a run attached to that has died is said in one line."""
+        try:
+            request()
+        except UsageError as error:
+            self.notify(str(error), title="Not sent", severity="error", markup=False)
+            return
+        self.log_line(said)
+
     def action_pause(self) -> None:
         if self.state == RunState.TRAINING:
-            self.control.pause()
+            self.steer(self.control.pause, "pausing at the next batch boundary...")
         elif self.state == RunState.PAUSED:
-            self.control.resume()
+            self.steer(self.control.resume, "resuming...")
 
     def action_stop(self) -> None:
-        if self.watch is not None:
-            (self.watch / STOP_FILE).touch()
-            self.log_line(f"asked the run to stop: created {self.watch / STOP_FILE}; it stops at its next batch")
+        if self.attached is not None and self.read_only:
+            (self.attached / STOP_FILE).touch()
+            self.log_line(f"asked the run to stop: created {self.attached / STOP_FILE}; it stops at its next batch")
             self.notify("The run will stop at its next batch and save last.pt.", title="Stop requested")
             return
         if self.state.busy:
-            self.control.request_stop("x pressed")
-            self.log_line("stopping at the next batch boundary...")
+            self.steer(lambda: self.control.request_stop("x pressed"), "stopping at the next batch boundary...")
 
     def action_evaluate(self) -> None:
         """While a run trains or pauses: at its next batch boundary, and training goes on.
         Between runs: here and now, on the validation images."""
-        if self.watch is not None or self.check_action("evaluate", ()) is None:
+        if self.check_action("evaluate", ()) is None:
             return
         if self.state.busy:
-            self.control.request_evaluation()
-            self.log_line("evaluating at the next batch boundary...")
+            self.steer(self.control.request_evaluation, "evaluating at the next batch boundary...")
             return
         if self.trainer is None:
             config = self.settings_or_notify()
@@ -462,7 +486,7 @@ class AlexNetApp(App[int]):
         self.action_quit_app()
 
     def action_quit_app(self) -> None:
-        if not self.state.busy or self.watch is not None:
+        if not self.state.busy or self.attached is not None:  # an attached screen leaves the run going
             self.shutdown(0)
             return
 
@@ -486,7 +510,7 @@ class AlexNetApp(App[int]):
 
     def on_terminate(self) -> None:
         """SIGTERM (systemctl stop, scancel, kill): stop gracefully, save, exit 143."""
-        if self.state.busy and self.watch is None:
+        if self.state.busy and self.attached is None:
             self.stop_then_quit("SIGTERM received", EXIT_SIGNAL[signal.SIGTERM])
         else:
             self.shutdown(EXIT_SIGNAL[signal.SIGTERM])
@@ -497,7 +521,7 @@ class AlexNetApp(App[int]):
         terminal.detach_from_terminal()
         self.hung_up = True
         run_dir = self.trainer.position().run_dir if self.trainer is not None else None
-        if self.state.busy and self.watch is None and self.trainer is not None and run_dir is not None:
+        if self.state.busy and self.attached is None and self.trainer is not None and run_dir is not None:
             self.hangup_log = LineReporter(open(os.devnull, "w"), live=False)
             self.hangup_log.open_log(run_dir)
             self.hangup_log.line(f"the terminal hung up; the run goes on headless (pid {os.getpid()})")

@@ -1,0 +1,88 @@
+"""Steering a run from another process or host: request files in RUN_DIR/control/, and is it alive?
+
+The run (rank 0 under DDP) reads the requests at batch boundaries and acknowledges each with a
+`control` event in metrics.jsonl, so every attached screen sees who asked for what. Files, not a
+socket: they work for any user who may write the run directory, on any host that shares it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+from alexnet_tui.engine.run_dir import COMMANDS, CONTROL_DIR, LOCK_FILE, lock_owner
+from alexnet_tui.errors import UsageError
+
+
+def run_is_live(run_dir: Path) -> bool:
+    """A process holds the run directory's lock (the run's writer is alive, here or on a host that
+    shares the folder and its locks)."""
+    try:
+        descriptor = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True  # held
+    finally:
+        os.close(descriptor)  # also drops the probe's own shared lock
+    return False
+
+
+def newest_live_run(folder: Path) -> Path | None:
+    """The most recently started run under `folder` whose writer is alive."""
+    if not folder.is_dir():
+        return None
+    live = [path for path in folder.iterdir() if path.is_dir() and run_is_live(path)]
+    return max(live, key=lambda path: path.stat().st_mtime, default=None)
+
+
+class RemoteControl:
+    """The Control contract (pause, resume, request_evaluation, request_stop) for a run that
+    another process is running: each call leaves a request file for it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.sender = f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
+
+    def check_writable(self) -> None:
+        """Steering needs write access to the run directory: say so in one line if it is missing."""
+        folder = self.run_dir / CONTROL_DIR
+        if not os.access(folder if folder.exists() else self.run_dir, os.W_OK):
+            raise UsageError(f"{self.run_dir}: you may not write to it, so you can watch this run but not steer it")
+
+    def send(self, command: str) -> None:
+        """One request file, written under a temp name and renamed, so the run never reads half."""
+        assert command in COMMANDS
+        if not run_is_live(self.run_dir):
+            raise UsageError(f"{self.run_dir}: the run is not running any more (see alexnet-tui runs); nothing sent")
+        folder = self.run_dir / CONTROL_DIR
+        folder.mkdir(exist_ok=True)
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        temp = folder / f".{name}.tmp"
+        temp.write_text(json.dumps({"command": command, "sender": self.sender, "time": time.time()}))
+        os.replace(temp, folder / f"{name}.json")
+
+    def pause(self) -> None:
+        self.send("pause")
+
+    def resume(self) -> None:
+        self.send("resume")
+
+    def request_evaluation(self) -> None:
+        self.send("evaluate")
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        self.send("stop")
+
+
+def describe_owner(run_dir: Path) -> str:
+    owner = lock_owner(run_dir)
+    return f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "unknown process"
