@@ -9,7 +9,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -23,15 +22,16 @@ from alexnet_tui.config import TrainConfig
 from alexnet_tui.download import default_dest
 from alexnet_tui.engine import Control, RunOutcome, RunState, StoppedBeforeStart, Trainer
 from alexnet_tui.engine import events as ev
-from alexnet_tui.engine.follow import CaughtUp, FollowReset, MetricsFollower
+from alexnet_tui.engine.follow import CaughtUp, MetricsFollower
 from alexnet_tui.engine.remote import RemoteControl
 from alexnet_tui.engine.run_dir import STOP_FILE
 from alexnet_tui.errors import UsageError
-from alexnet_tui.headless import EXIT_SIGNAL, LineReporter, format_epoch
+from alexnet_tui.headless import EXIT_SIGNAL, LineReporter
 from alexnet_tui.metrics import MetricsWriter
 from alexnet_tui.processes import start_worker_processes
 from alexnet_tui.ui import terminal
-from alexnet_tui.ui.screens import ConfirmQuit, DownloadOffer, HelpScreen
+from alexnet_tui.ui.run_display import RunDisplay, guess_classes
+from alexnet_tui.ui.screens import ConfirmQuit, DownloadOffer, DownloadProgress, HelpScreen
 from alexnet_tui.ui.widgets.charts import SystemPanel, TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
 from alexnet_tui.ui.widgets.settings import SettingsForm
@@ -42,14 +42,7 @@ REFRESH_HZ = 10  # the screen follows the engine at most this often, however fas
 TrainerFactory = Callable[[TrainConfig, list[ev.Subscriber], Control], Trainer]
 
 
-def guess_classes(config: TrainConfig) -> int:
-    """The class count for the summary shown before the data is read."""
-    if config.num_classes:
-        return config.num_classes
-    return 3 if config.data == "demo" else 2
-
-
-class AlexNetApp(App[int]):
+class AlexNetApp(RunDisplay, App[int]):
     """One app for the CLI, the screenshots and the tests; `trainer_factory` lets tests script the engine."""
 
     CSS_PATH = "app.tcss"
@@ -105,7 +98,6 @@ class AlexNetApp(App[int]):
         self.hung_up = False
         self.hangup_log: LineReporter | None = None
         self.engine_outcome: RunOutcome | None = None
-        self.download_progress: tuple[int, int | None] = (0, None)
         self.latest_rate: float | None = None
         self.latest_wait: float | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -206,8 +198,6 @@ class AlexNetApp(App[int]):
         group, state = message.worker.group, message.state
         if group == "summary" and state == WorkerState.ERROR:
             self.log_line(f"model summary failed: {message.worker.error}")
-        if group == "download" and state in (WorkerState.SUCCESS, WorkerState.ERROR):
-            self.downloaded(message.worker)
         if group != "engine" or state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             return
         self.drain_events()
@@ -229,110 +219,6 @@ class AlexNetApp(App[int]):
         self.notify(text, title="Cannot run", severity="error", timeout=10, markup=False)
         self.log_line(f"error: {text}")
         self.state = RunState.IDLE if self.trainer is None else RunState.FAILED
-
-    def drain_events(self) -> None:
-        """Apply what the engine reported since the last tick, in order, at most REFRESH_HZ a second."""
-        batch_rows: list[ev.BatchEnd] = []
-        while self.pending:
-            event = self.pending.popleft()
-            if isinstance(event, ev.BatchEnd):
-                batch_rows.append(event)
-                continue
-            self.add_batch_rows(batch_rows)
-            batch_rows = []
-            self.apply(event)
-        self.add_batch_rows(batch_rows)
-
-    def add_batch_rows(self, rows: list[ev.BatchEnd]) -> None:
-        if not rows:
-            return
-        self.query_one(BatchTable).add_batches(rows)
-        self.query_one(TrainingCharts).add_batches(rows)
-        last = rows[-1]
-        self.latest_rate, self.latest_wait = last.images_per_sec, last.data_wait_share
-        self.query_one("#epoch-progress", ProgressBar).update(total=last.batches, progress=last.batch)
-        done = (last.epoch - 1) * last.batches + last.batch
-        self.query_one("#run-progress", ProgressBar).update(total=last.epochs * last.batches, progress=done)
-        if last.seconds_left is not None:
-            minutes, seconds = divmod(int(last.seconds_left), 60)
-            self.query_one("#eta", Label).update(f"ETA {minutes}:{seconds:02d}")
-
-    def apply(self, event: ev.Event) -> None:
-        if isinstance(event, CaughtUp):
-            self.catching_up = False
-        elif isinstance(event, FollowReset):
-            self.query_one(BatchTable).clear()
-            self.query_one(EpochTable).reset()
-            self.log_line("metrics.jsonl was truncated or replaced: reading it again from the start")
-        elif isinstance(event, ev.StateChanged):
-            self.state = event.state
-        elif isinstance(event, ev.RunStarted):
-            self.run_started(event)
-        elif isinstance(event, ev.BestCheckpoint):
-            self.notify(f"{event.message}\n{event.path}", title="New best checkpoint", timeout=6, markup=False)
-            self.log_line(f"[INFO] {event.message} -> {event.path}")
-        elif isinstance(event, ev.EpochEnd):
-            self.query_one(EpochTable).add_epoch(event)
-            self.query_one(TrainingCharts).add_epoch(event)
-            self.log_line(format_epoch(event))
-        elif isinstance(event, ev.EvaluationEnd) and (event.requested or event.checkpoint):
-            self.query_one(EpochTable).add_evaluation(event)
-            self.log_line(f"{event.split} loss: {event.loss:.5f}, {event.split} accuracy: {event.acc:.5f}")
-        elif isinstance(event, ev.Stopped):
-            self.log_line(f"stopped at epoch {event.epoch:02d}, batch {event.batch}; saved {event.last_checkpoint}")
-            self.notify(f"Saved {event.last_checkpoint}. Press s to go on.", title="Stopped", markup=False)
-        elif isinstance(event, ev.Finished):
-            self.log_line(f"finished in {event.seconds:.1f} s; test accuracy {event.test_acc:.5f}")
-            self.notify(f"test accuracy {event.test_acc:.5f}", title="Finished", markup=False)
-        elif isinstance(event, ev.Failed):
-            self.log_line(f"training failed: {event.message}")
-            self.notify(event.message, title="Training failed", severity="error", timeout=10, markup=False)
-        elif isinstance(event, ev.ControlAck):
-            self.log_line(f"{event.command} requested by {event.sender}")
-            self.notify(f"{event.command} requested by {event.sender}", title="Request taken", markup=False)
-        elif isinstance(event, ev.Notice):
-            self.log_line(event.message)
-        self.update_status()
-
-    def run_started(self, event: ev.RunStarted) -> None:
-        data = event.dataset
-        self.dataset_text = (
-            f"{data['name']}: {len(data['class_names'])} classes, "
-            f"{data['train']}/{data['val']}/{data['test']} train/val/test, {data['skipped']} skipped"
-        )
-        self.device_text = f"{event.device} {event.amp if event.amp != 'off' else 'fp32'}"
-        if self.attached is None:
-            self.run_dir = Path(event.run_dir)
-            self.query_one(PredictPane).run_dir = self.run_dir
-        if self.capture_stderr:
-            terminal.redirect_stderr(Path(event.run_dir) / "stderr.log")
-        self.log_line(f"run directory: {event.run_dir} (device {event.device}, data {self.dataset_text})")
-        if len(data["class_names"]) != guess_classes(self.config) and not self.config.num_classes:
-            self.compute_summary(len(data["class_names"]), self.config.image_size)
-
-    def notify(self, message: str, **options: Any) -> None:
-        if not self.catching_up:
-            super().notify(message, **options)
-
-    def update_system(self) -> None:
-        device = self.device_text.split()[0] if self.run_dir is not None else self.config.device
-        self.query_one(SystemPanel).show(device, self.latest_rate, self.latest_wait)
-
-    def log_line(self, text: str) -> None:
-        self.query_one("#log-view", RichLog).write(text)
-
-    def update_status(self) -> None:
-        mode = ""
-        if self.attached is not None:
-            mode = " (watching)" if self.read_only else " (attached)"
-        where = str(self.run_dir or "run: not started")
-        self.query_one("#status", Static).update(
-            f"[b]{self.state.upper()}[/b]{mode} | {self.device_text} | {self.dataset_text} | {where}"
-        )
-
-    def watch_state(self, state: RunState) -> None:
-        if self.is_mounted:
-            self.update_status()
 
     # ---- keys ---------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -398,31 +284,14 @@ class AlexNetApp(App[int]):
             self.query_one("#field-data", Input).value = "demo"
             self.action_start()
         elif choice == "download":
+            from alexnet_tui import download
+
             self.state = RunState.DOWNLOADING
-            self.download_progress = (0, None)
-            self.download_timer = self.set_interval(1 / REFRESH_HZ, self.show_download_progress)
-            self.download_dataset()
+            self.push_screen(DownloadProgress(download.DEFAULT_URL, default_dest()), self.downloaded)
 
-    @work(thread=True, exclusive=True, group="download", exit_on_error=False)
-    def download_dataset(self) -> None:
-        from alexnet_tui import download
-
-        def report(done: int, total: int | None) -> None:
-            self.download_progress = (done, total)  # read by a UI timer, never drawn from here
-
-        download.install_dataset(download.DEFAULT_URL, default_dest(), report)
-
-    def show_download_progress(self) -> None:
-        done, total = self.download_progress
-        self.query_one("#epoch-progress", ProgressBar).update(total=total or done or 1, progress=done)
-        self.query_one("#eta", Label).update(f"{done / 1e6:.0f} MB")
-
-    def downloaded(self, worker: Worker) -> None:
-        self.download_timer.stop()
+    def downloaded(self, done: bool | None) -> None:
         self.state = RunState.IDLE
-        if worker.state == WorkerState.ERROR:
-            self.notify(str(worker.error), title="Download failed", severity="error", markup=False)
-        else:
+        if done:
             self.log_line(f"Cats vs Dogs downloaded to {default_dest()}")
             self.action_start()
 

@@ -1,12 +1,16 @@
-"""Modal screens: key help and the quit confirmation."""
+"""Modal screens: key help, the quit confirmation, and the Cats vs Dogs download."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Label, ProgressBar, Static
+from textual.worker import Worker, WorkerState
 
 HELP_TEXT = """\
 [b]alexnet-tui keys[/b]
@@ -66,3 +70,45 @@ class DownloadOffer(ModalScreen[str]):
 
     def action_choose(self, choice: str) -> None:
         self.dismiss(choice)
+
+
+class DownloadProgress(ModalScreen[bool]):
+    """Fetches Cats vs Dogs with a progress bar; dismisses with True once it is on disk."""
+
+    def __init__(self, url: str, dest: Path) -> None:
+        super().__init__()
+        self.url, self.dest = url, dest
+        self.progress: tuple[int, int | None] = (0, None)  # written by the worker, drawn by a timer
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(f"Downloading Cats vs Dogs into {self.dest} (resumable)")
+            yield ProgressBar(total=None, id="download-bar")
+            yield Label("", id="download-amount")
+
+    def on_mount(self) -> None:
+        self.set_interval(0.1, self.show_progress)
+        self.fetch()
+
+    @work(thread=True, exclusive=True, group="download", exit_on_error=False)
+    def fetch(self) -> None:
+        from alexnet_tui.download import install_dataset
+
+        def report(done: int, total: int | None) -> None:
+            self.progress = (done, total)
+
+        install_dataset(self.url, self.dest, report)
+
+    def show_progress(self) -> None:
+        done, total = self.progress
+        self.query_one("#download-bar", ProgressBar).update(total=total, progress=done)
+        of = f" of {total / 1e6:.0f}" if total else ""
+        self.query_one("#download-amount", Label).update(f"{done / 1e6:.0f}{of} MB")
+
+    @on(Worker.StateChanged)
+    def finished(self, message: Worker.StateChanged) -> None:
+        if message.state == WorkerState.SUCCESS:
+            self.dismiss(True)
+        elif message.state == WorkerState.ERROR:
+            self.app.notify(str(message.worker.error), title="Download failed", severity="error", markup=False)
+            self.dismiss(False)

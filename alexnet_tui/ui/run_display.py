@@ -1,0 +1,140 @@
+"""What the screen shows of a run: engine events (from this process or metrics.jsonl) into widgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual.widgets import Label, ProgressBar, RichLog, Static
+
+from alexnet_tui.engine import RunState
+from alexnet_tui.engine import events as ev
+from alexnet_tui.engine.follow import CaughtUp, FollowReset
+from alexnet_tui.headless import format_epoch
+from alexnet_tui.ui import terminal
+from alexnet_tui.ui.widgets.charts import SystemPanel, TrainingCharts
+from alexnet_tui.ui.widgets.predict import PredictPane
+from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
+
+if TYPE_CHECKING:
+    from alexnet_tui.ui.app import AlexNetApp
+
+    Base = AlexNetApp
+else:
+    Base = object
+
+
+def guess_classes(config: Any) -> int:
+    """The class count for the summary shown before the data is read."""
+    if config.num_classes:
+        return config.num_classes
+    return 3 if config.data == "demo" else 2
+
+
+class RunDisplay(Base):
+    """Mixed into the app: it drains the queue the engine (or the follower) fills, at most
+    REFRESH_HZ a second, and keeps the status line, tables, charts and log up to date."""
+
+    def drain_events(self) -> None:
+        """Apply what the engine reported since the last tick, in order, at most REFRESH_HZ a second."""
+        batch_rows: list[ev.BatchEnd] = []
+        while self.pending:
+            event = self.pending.popleft()
+            if isinstance(event, ev.BatchEnd):
+                batch_rows.append(event)
+                continue
+            self.add_batch_rows(batch_rows)
+            batch_rows = []
+            self.apply(event)
+        self.add_batch_rows(batch_rows)
+
+    def add_batch_rows(self, rows: list[ev.BatchEnd]) -> None:
+        if not rows:
+            return
+        self.query_one(BatchTable).add_batches(rows)
+        self.query_one(TrainingCharts).add_batches(rows)
+        last = rows[-1]
+        self.latest_rate, self.latest_wait = last.images_per_sec, last.data_wait_share
+        self.query_one("#epoch-progress", ProgressBar).update(total=last.batches, progress=last.batch)
+        done = (last.epoch - 1) * last.batches + last.batch
+        self.query_one("#run-progress", ProgressBar).update(total=last.epochs * last.batches, progress=done)
+        if last.seconds_left is not None:
+            minutes, seconds = divmod(int(last.seconds_left), 60)
+            self.query_one("#eta", Label).update(f"ETA {minutes}:{seconds:02d}")
+
+    def apply(self, event: ev.Event) -> None:
+        if isinstance(event, CaughtUp):
+            self.catching_up = False
+        elif isinstance(event, FollowReset):
+            self.query_one(BatchTable).clear()
+            self.query_one(EpochTable).reset()
+            self.log_line("metrics.jsonl was truncated or replaced: reading it again from the start")
+        elif isinstance(event, ev.StateChanged):
+            self.state = event.state
+        elif isinstance(event, ev.RunStarted):
+            self.run_started(event)
+        elif isinstance(event, ev.BestCheckpoint):
+            self.notify(f"{event.message}\n{event.path}", title="New best checkpoint", timeout=6, markup=False)
+            self.log_line(f"[INFO] {event.message} -> {event.path}")
+        elif isinstance(event, ev.EpochEnd):
+            self.query_one(EpochTable).add_epoch(event)
+            self.query_one(TrainingCharts).add_epoch(event)
+            self.log_line(format_epoch(event))
+        elif isinstance(event, ev.EvaluationEnd) and (event.requested or event.checkpoint):
+            self.query_one(EpochTable).add_evaluation(event)
+            self.log_line(f"{event.split} loss: {event.loss:.5f}, {event.split} accuracy: {event.acc:.5f}")
+        elif isinstance(event, ev.Stopped):
+            self.log_line(f"stopped at epoch {event.epoch:02d}, batch {event.batch}; saved {event.last_checkpoint}")
+            self.notify(f"Saved {event.last_checkpoint}. Press s to go on.", title="Stopped", markup=False)
+        elif isinstance(event, ev.Finished):
+            self.log_line(f"finished in {event.seconds:.1f} s; test accuracy {event.test_acc:.5f}")
+            self.notify(f"test accuracy {event.test_acc:.5f}", title="Finished", markup=False)
+        elif isinstance(event, ev.Failed):
+            self.log_line(f"training failed: {event.message}")
+            self.notify(event.message, title="Training failed", severity="error", timeout=10, markup=False)
+        elif isinstance(event, ev.ControlAck):
+            self.log_line(f"{event.command} requested by {event.sender}")
+            self.notify(f"{event.command} requested by {event.sender}", title="Request taken", markup=False)
+        elif isinstance(event, ev.Notice):
+            self.log_line(event.message)
+        self.update_status()
+
+    def run_started(self, event: ev.RunStarted) -> None:
+        data = event.dataset
+        self.dataset_text = (
+            f"{data['name']}: {len(data['class_names'])} classes, "
+            f"{data['train']}/{data['val']}/{data['test']} train/val/test, {data['skipped']} skipped"
+        )
+        self.device_text = f"{event.device} {event.amp if event.amp != 'off' else 'fp32'}"
+        if self.attached is None:
+            self.run_dir = Path(event.run_dir)
+            self.query_one(PredictPane).run_dir = self.run_dir
+        if self.capture_stderr:
+            terminal.redirect_stderr(Path(event.run_dir) / "stderr.log")
+        self.log_line(f"run directory: {event.run_dir} (device {event.device}, data {self.dataset_text})")
+        if len(data["class_names"]) != guess_classes(self.config) and not self.config.num_classes:
+            self.compute_summary(len(data["class_names"]), self.config.image_size)
+
+    def notify(self, message: str, **options: Any) -> None:
+        if not self.catching_up:
+            super().notify(message, **options)
+
+    def update_system(self) -> None:
+        device = self.device_text.split()[0] if self.run_dir is not None else self.config.device
+        self.query_one(SystemPanel).show(device, self.latest_rate, self.latest_wait)
+
+    def log_line(self, text: str) -> None:
+        self.query_one("#log-view", RichLog).write(text)
+
+    def update_status(self) -> None:
+        mode = ""
+        if self.attached is not None:
+            mode = " (watching)" if self.read_only else " (attached)"
+        where = str(self.run_dir or "run: not started")
+        self.query_one("#status", Static).update(
+            f"[b]{self.state.upper()}[/b]{mode} | {self.device_text} | {self.dataset_text} | {where}"
+        )
+
+    def watch_state(self, state: RunState) -> None:
+        if self.is_mounted:
+            self.update_status()
