@@ -230,3 +230,18 @@ async def test_folder_data_with_loader_workers_trains_in_the_app(tmp_path, pet_f
         await wait_for(pilot, lambda: app.state in ("finished", "failed"))
         assert app.state == "finished", [n.message for n in app._notifications]
         await pilot.press("q")
+
+
+@pytest.mark.asyncio
+async def test_the_command_palette_lists_the_keys_and_runs_them():
+    from textual.command import CommandPalette
+
+    app = scripted_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        assert {"Start", "Quit", "Help", "Show the Charts tab"} <= set(titles)
+        assert "Stop" not in titles and "Pause/Resume" not in titles  # greyed out while idle
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"Start", "enter")
+        await wait_for(pilot, lambda: app.state == "finished")

@@ -7,14 +7,16 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, ScrollableContainer, Vertical
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, ProgressBar, RichLog, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -343,6 +345,20 @@ class AlexNetApp(RunDisplay, App[int]):
         self.show_live()
         self.state = RunState.EVALUATING
         self.run_engine("evaluate")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """ctrl+p: Textual's own commands (themes, keys, screenshot) and every key of this app
+        that does something now, found by its footer words."""
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            name = binding.action.split("(")[0]
+            hidden_key = not binding.show and name != "show_tab"  # escape: leave a field
+            if hidden_key or self.check_action(name, ()) is None:
+                continue
+            title = f"Show the {binding.description} tab" if name == "show_tab" else binding.description
+            key = binding.key_display or binding.key
+            yield SystemCommand(title, f"key {key}", partial(self.run_action, binding.action))
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab

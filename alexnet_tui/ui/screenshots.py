@@ -43,10 +43,44 @@ async def take(folder: Path) -> None:
             await pilot.press("q")
 
 
+async def take_attached(folder: Path) -> None:
+    """A run training in the background, as another process's would, and a screen attached to it,
+    paused from that screen."""
+    import threading
+
+    from alexnet_tui.engine import RunState, Trainer
+    from alexnet_tui.metrics import MetricsWriter
+
+    with tempfile.TemporaryDirectory() as work:
+        os.chdir(work)
+        config = TrainConfig(data="demo", image_size=96, epochs=20, demo_size=300, out="runs/demo-attached")
+        trainer = Trainer(config)
+        trainer.prepare()
+        metrics = MetricsWriter(trainer.position().run_dir / "metrics.jsonl")
+        trainer.subscribe(metrics)
+        thread = threading.Thread(target=trainer.fit)
+        thread.start()
+        try:
+            app = AlexNetApp(TrainConfig(), attach=Path("runs/demo-attached"))
+            async with app.run_test(size=(100, 30), notifications=True) as pilot:
+                await wait_for(pilot, lambda: app.query_one("#epochs").row_count >= 1)
+                await pilot.press("p")
+                await wait_for(pilot, lambda: app.state == RunState.PAUSED)
+                await pilot.pause(0.5)
+                app.save_screenshot("attached.svg", str(folder))
+                await pilot.press("q")
+        finally:
+            trainer.control.request_stop("screenshots taken")
+            thread.join()
+            trainer.close()
+            metrics.close()
+
+
 def main() -> int:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     asyncio.run(take(folder))
+    asyncio.run(take_attached(folder))
     print(f"screenshots written to {folder}/")
     return 0
 
