@@ -12,7 +12,7 @@ from typing import TextIO
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.engine import Control, RunOutcome, StoppedBeforeStart, Trainer
 from alexnet_tui.engine import events as ev
-from alexnet_tui.metrics import MetricsWriter
+from alexnet_tui.metrics import RunFiles
 from alexnet_tui.processes import start_worker_processes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -176,15 +176,16 @@ def run_headless(config: TrainConfig) -> int:
     start_worker_processes()  # before any loader or pool, so they inherit the blocked stop signals
     reporter = LineReporter()
     trainer = Trainer(config, [reporter], control)
-    metrics: MetricsWriter | None = None
+    files: RunFiles | None = None
     try:
         if trainer.ranks.main:  # under torchrun only rank 0 prints and writes files
             reporter.to_terminal(f"preparing data: {config.data} ...")
         trainer.prepare()
         run_dir = trainer.position().run_dir
         if run_dir is not None:
-            metrics = MetricsWriter(run_dir / "metrics.jsonl")
-            trainer.subscribe(metrics)
+            files = RunFiles(run_dir)
+            for subscriber in files.subscribers:
+                trainer.subscribe(subscriber)
         outcome = trainer.fit()
     except StoppedBeforeStart as stop:
         reporter.to_terminal(f"alexnet-tui: stopped before training began ({stop}); nothing to save", sys.stderr)
@@ -195,8 +196,8 @@ def run_headless(config: TrainConfig) -> int:
     finally:
         trainer.close()
         reporter.close()
-        if metrics is not None:
-            metrics.close()
+        if files is not None:
+            files.close()
         for number, handler in previous.items():
             signal.signal(number, handler)
     return exit_code(outcome, received)

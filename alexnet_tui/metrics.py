@@ -58,3 +58,20 @@ def read_metrics(path: str | Path) -> list[dict]:
             except ValueError:
                 continue
     return records
+
+
+class RunFiles:
+    """What a run writes beside its checkpoints as it goes: metrics.jsonl, and TensorBoard event
+    files when the optional extra is installed. The headless runner and the TUI both use it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        from alexnet_tui.tensorboard import tensorboard_writer
+
+        self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
+        self.tensorboard = tensorboard_writer(run_dir)
+        self.subscribers: list = [self.metrics] + ([self.tensorboard] if self.tensorboard else [])
+
+    def close(self) -> None:
+        self.metrics.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()

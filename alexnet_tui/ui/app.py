@@ -29,7 +29,7 @@ from alexnet_tui.engine.remote import RemoteControl
 from alexnet_tui.engine.run_dir import STOP_FILE
 from alexnet_tui.errors import UsageError
 from alexnet_tui.headless import EXIT_SIGNAL, LineReporter
-from alexnet_tui.metrics import MetricsWriter
+from alexnet_tui.metrics import RunFiles
 from alexnet_tui.processes import start_worker_processes
 from alexnet_tui.ui import terminal
 from alexnet_tui.ui.run_display import RunDisplay, guess_classes
@@ -90,7 +90,7 @@ class AlexNetApp(RunDisplay, App[int]):
             RemoteControl(attach) if attach is not None and not read_only else Control()
         )
         self.trainer: Trainer | None = None
-        self.metrics: MetricsWriter | None = None
+        self.run_files: RunFiles | None = None  # metrics.jsonl (and TensorBoard) of the run trained here
         # The worker appends, the UI drains on a timer: the trainer never waits for the screen.
         self.pending: deque[ev.Event] = deque()
         self.dataset_text = "data: not loaded yet"
@@ -175,8 +175,9 @@ class AlexNetApp(RunDisplay, App[int]):
             trainer.prepare()
             run_dir = trainer.position().run_dir
             assert run_dir is not None
-            self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
-            trainer.subscribe(self.metrics)
+            self.run_files = RunFiles(run_dir)
+            for subscriber in self.run_files.subscribers:
+                trainer.subscribe(subscriber)
         if task == "fit":
             self.engine_outcome = trainer.fit()
         else:
@@ -270,9 +271,9 @@ class AlexNetApp(RunDisplay, App[int]):
     def new_trainer(self, config: TrainConfig) -> None:
         if self.trainer is not None:
             self.trainer.close()  # loader workers and the old run directory's lock
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = None
+        if self.run_files is not None:
+            self.run_files.close()
+            self.run_files = None
         self.config = config
         self.trainer = self.trainer_factory(config, [self.engine_event], self.control)
 
@@ -423,8 +424,8 @@ class AlexNetApp(RunDisplay, App[int]):
     def release_engine(self) -> None:
         if self.trainer is not None:
             self.trainer.close()
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = None
+        if self.run_files is not None:
+            self.run_files.close()
+            self.run_files = None
         if self.hangup_log is not None:
             self.hangup_log.close()

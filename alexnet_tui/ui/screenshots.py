@@ -77,7 +77,7 @@ async def take_attached(folder: Path) -> None:
 
 
 def main() -> int:
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "screenshots")
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "screenshots").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     asyncio.run(take(folder))
     asyncio.run(take_attached(folder))
