@@ -215,9 +215,12 @@ def predict_command(argv: Sequence[str]) -> int:
 def runs_command(argv: Sequence[str]) -> int:
     parser = Parser(prog="alexnet-tui runs", description="List runs: state, epochs, best val_loss, device, start.")
     parser.add_argument("folder", nargs="?", default="runs", help="folder holding run directories (default runs)")
+    parser.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="the options that differ and the figures")
     args = parser.parse_args(argv)
-    from alexnet_tui.runs import list_runs
+    from alexnet_tui.runs import compare_runs, list_runs
 
+    if args.compare:
+        return compare_runs([Path(run) for run in args.compare])
     return list_runs(Path(args.folder))
 
 

@@ -80,3 +80,41 @@ def list_runs(folder: Path) -> int:
     for run in live:
         print(f"attach: alexnet-tui attach {run}   (browser: alexnet-tui serve {run}, then ssh -L 8000:127.0.0.1:8000)")
     return 0
+
+
+def compare_runs(run_dirs: list[Path]) -> int:
+    """The options that differ between runs, then their best and final figures, side by side."""
+    if len(run_dirs) < 2:
+        raise UsageError("--compare needs two runs or more")
+    summaries, configs = [], []
+    for run_dir in run_dirs:
+        summary = summarize_run(run_dir)
+        if summary is None:
+            raise UsageError(f"{run_dir}: not a run directory (no metrics.jsonl with a start); see alexnet-tui runs")
+        records = read_metrics(run_dir / "metrics.jsonl")
+        config = [r for r in records if r["event"] == "run_started"][-1]["config"]
+        finished = [r for r in records if r["event"] == "finished"]
+        summary["final"] = finished[-1] if finished else None
+        summaries.append(summary)
+        configs.append(config)
+    keys = sorted({key for config in configs for key in config} - {"out", "resume"})
+    rows = [(f"--{key.replace('_', '-')}", [str(config.get(key)) for config in configs]) for key in keys]
+    rows = [(name, values) for name, values in rows if len(set(values)) > 1]
+
+    def figure(value: float | None) -> str:
+        return "-" if value is None else f"{value:.5f}"
+
+    rows += [
+        ("state", [str(s["state"]) for s in summaries]),
+        ("epochs", [s["epochs"] for s in summaries]),
+        ("best val_loss", [figure(s["best_val_loss"]) for s in summaries]),
+        ("best val_acc", [figure(s["best_val_acc"]) for s in summaries]),
+        ("final test_loss", [figure(s["final"] and s["final"]["test_loss"]) for s in summaries]),
+        ("final test_acc", [figure(s["final"] and s["final"]["test_acc"]) for s in summaries]),
+    ]
+    names = [Path(s["run"]).name for s in summaries]
+    width = max(16, *(len(name) for name in names)) + 2
+    print(f"{'':<18}" + "".join(f"{name:>{width}}" for name in names))
+    for label, values in rows:
+        print(f"{label:<18}" + "".join(f"{value:>{width}}" for value in values))
+    return 0

@@ -63,3 +63,18 @@ async def test_watch_follows_a_growing_truncated_file_and_asks_to_stop(tmp_path,
         await pilot.press("q")
     assert app.return_value == 0
     assert not [t for t in threading.enumerate() if t.name.startswith("follow")]
+
+
+def test_runs_compare_shows_what_differs_and_the_figures(finished_run, tmp_path, monkeypatch, capsys):
+    from tests.conftest import TINY_ARGS
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--no-ui", *TINY_ARGS, "--epochs", "1", "--lr", "0.001", "--out", "other"]) == 0
+    capsys.readouterr()
+    assert main(["runs", "--compare", str(finished_run), "other"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert rows["--lr"] == ["0.0001", "0.001"] and rows["--epochs"] == ["2", "1"]
+    assert "--seed" not in rows  # the same in both: not shown
+    assert rows["state"] == ["finished", "finished"] and len(rows["best"]) == 3  # "val_loss" and two figures
+    assert main(["runs", "--compare", "other"]) == 2
