@@ -18,6 +18,7 @@ from alexnet_tui.processes import start_worker_processes
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 PLAIN_PROGRESS_EVERY_S = 10.0
+PLAIN_DONE_AFTER_S = 2.0  # a step shorter than this gets no line of its own in a log file
 
 
 def format_epoch(event: ev.EpochEnd) -> str:
@@ -39,6 +40,8 @@ class LineReporter:
         self.log: TextIO | None = None
         self._progress = None
         self._task = None
+        self._bar_label: str | None = None
+        self._bar_started = 0.0
         self._last_plain = 0.0
 
     def to_terminal(self, text: str, stream: TextIO | None = None) -> None:
@@ -80,9 +83,11 @@ class LineReporter:
             if event.start_epoch > 1 or event.start_batch > 0:
                 self.line(f"resuming at epoch {event.start_epoch:02d}, batch {event.start_batch}")
         elif isinstance(event, ev.EpochStarted):
-            self._start_bar(event)
+            self._start_bar(f"epoch {event.epoch:02d}/{event.epochs:02d}", event.batches)
         elif isinstance(event, ev.BatchEnd):
             self._progress_update(event)
+        elif isinstance(event, ev.Progress):
+            self._task_progress(event)
         elif isinstance(event, ev.BestCheckpoint):
             self._stop_bar()
             self.line(f"[INFO] {event.message}")
@@ -111,14 +116,16 @@ class LineReporter:
                 self.log.write(f"training failed: {event.message}\n{event.details}")
                 self.log.flush()
 
-    def _start_bar(self, event: ev.EpochStarted) -> None:
+    def _start_bar(self, label: str, total: int) -> None:
+        self._stop_bar()
         self._last_plain = time.monotonic()
+        self._bar_label, self._bar_started = label, time.monotonic()
         if not self.live or self.terminal_gone:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._progress = Progress(
-            TextColumn(f"epoch {event.epoch:02d}/{event.epochs:02d}"),
+            TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"),
@@ -128,7 +135,7 @@ class LineReporter:
             # fails (the terminal hung up) must fail here, where it is caught.
             auto_refresh=False,
         )
-        self._task = self._progress.add_task("train", total=event.batches, stats="")
+        self._task = self._progress.add_task("train", total=total, stats="")
         self._guarded(self._progress.start)
 
     def _progress_update(self, event: ev.BatchEnd) -> None:
@@ -140,6 +147,26 @@ class LineReporter:
             self._last_plain = time.monotonic()
             self.to_terminal(f"epoch {event.epoch:02d} batch {event.batch}/{event.batches} {stats}")
 
+    def _task_progress(self, event: ev.Progress) -> None:
+        """Checking the images, an evaluation pass: a bar on a terminal, a line every 10 s in a file."""
+        if self._bar_label != event.task:
+            self._start_bar(event.task, event.total)
+        elapsed = max(time.monotonic() - self._bar_started, 1e-9)
+        rate = event.done / elapsed
+        left = (event.total - event.done) / rate if rate else 0.0
+        stats = f"{rate:.1f}/s"
+        if self._progress is not None:
+            progress = self._progress
+            self._guarded(lambda: progress.update(self._task, completed=event.done, stats=stats, refresh=True))
+        elif time.monotonic() - self._last_plain >= PLAIN_PROGRESS_EVERY_S or (
+            event.done >= event.total and elapsed >= PLAIN_DONE_AFTER_S
+        ):
+            self._last_plain = time.monotonic()
+            minutes, seconds = divmod(int(left), 60)
+            self.to_terminal(f"{event.task}: {event.done}/{event.total} ({stats}, ETA {minutes}:{seconds:02d})")
+        if event.done >= event.total:
+            self._stop_bar()
+
     def _guarded(self, draw: Callable[[], object]) -> None:
         try:
             draw()
@@ -148,6 +175,7 @@ class LineReporter:
             self._progress = None
 
     def _stop_bar(self) -> None:
+        self._bar_label = None
         if self._progress is not None:
             self._guarded(self._progress.stop)
             self._progress = None

@@ -105,3 +105,15 @@ def test_without_a_test_split_the_final_report_is_on_validation(tmp_path, monkey
     out = capsys.readouterr().out
     assert re.search(r"^evaluation loss: \d\.\d{5}, evaluation accuracy: \d\.\d{5}$", out, re.M)
     assert "val images; best checkpoint:" in out
+
+
+def test_long_steps_show_progress_in_a_log_file(tmp_path, monkeypatch, capsys, pet_folder):
+    """Checking the images and each evaluation pass: plain lines with count, rate and ETA."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("alexnet_tui.headless.PLAIN_PROGRESS_EVERY_S", 0.0)  # a line per update, not every 10 s
+    assert main(["--no-ui", *TINY_ARGS, "--data", str(pet_folder), "--epochs", "1", "--out", "run"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^checking images: 21/21 \(\d+\.\d/s, ETA 0:00\)$", out, re.M)
+    assert re.search(r"^evaluating on val: \d+/\d+ ", out, re.M) and re.search(r"^evaluating on test: ", out, re.M)
+    progress = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["event"] == "progress"]
+    assert {r["task"] for r in progress} >= {"evaluating on val", "evaluating on test"}  # the scan precedes the file

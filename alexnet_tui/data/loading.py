@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.data.demo import DEMO_CLASSES, demo_tensors
 from alexnet_tui.data.images import FolderImages, TensorImages, cache_path
-from alexnet_tui.data.scan import samples_fingerprint, scan_folder
+from alexnet_tui.data.scan import Progress, samples_fingerprint, scan_folder
 from alexnet_tui.errors import UsageError
 from alexnet_tui.paths import cache_dir
 
@@ -66,6 +66,7 @@ def load_data(
     config: TrainConfig,
     kept_split: dict[str, list[str]] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_progress: Progress = lambda done, total: None,
 ) -> DataBundle:
     """The datasets for a run; `kept_split` is an earlier run's (from its checkpoint) to keep."""
     if config.data == "demo":
@@ -76,9 +77,9 @@ def load_data(
             raise UsageError(
                 "Cats vs Dogs is not downloaded yet: run `alexnet-tui download` first, or train on --data demo"
             )
-        return _folder_bundle(config, location, "cats-vs-dogs", kept_split, should_stop)
+        return _folder_bundle(config, location, "cats-vs-dogs", kept_split, should_stop, on_progress)
     location = Path(config.data).expanduser()
-    return _folder_bundle(config, location, location.name or config.data, kept_split, should_stop)
+    return _folder_bundle(config, location, location.name or config.data, kept_split, should_stop, on_progress)
 
 
 def _demo_bundle(config: TrainConfig) -> DataBundle:
@@ -115,8 +116,9 @@ def _folder_bundle(
     name: str,
     kept_split: dict[str, list[str]] | None,
     should_stop: Callable[[], bool],
+    on_progress: Progress,
 ) -> DataBundle:
-    scan = scan_folder(location, should_stop)
+    scan = scan_folder(location, should_stop, on_progress)
     changes: list[str] = []
     if kept_split is None:
         train, val, test = split_indices(

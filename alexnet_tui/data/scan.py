@@ -21,6 +21,7 @@ from alexnet_tui.processes import ignore_stop_signals
 
 SCAN_FORMAT = 1
 SCAN_CHUNK = 64  # files a pool process decodes per task
+Progress = Callable[[int, int], None]  # (files checked, files to check)
 
 
 @dataclass
@@ -69,7 +70,7 @@ def image_is_readable(path: str) -> bool:
         return False
 
 
-def _check_all(paths: list[str], should_stop: Callable[[], bool]) -> list[bool] | None:
+def _check_all(paths: list[str], should_stop: Callable[[], bool], on_progress: Progress) -> list[bool] | None:
     """Decode each file; None if a stop request (Ctrl+C, SIGTERM) came first. The verdicts come
     in chunks so that a stop is noticed within one chunk, not after the whole folder."""
     if len(paths) < 256:
@@ -78,6 +79,7 @@ def _check_all(paths: list[str], should_stop: Callable[[], bool]) -> list[bool] 
             if should_stop():
                 return None
             verdicts.append(image_is_readable(path))
+            on_progress(len(verdicts), len(paths))
         return verdicts
     workers = max(1, min(8, os.cpu_count() or 1))
     # forkserver: the caller may be a multithreaded TUI, where fork is unsafe. The pool's processes
@@ -91,6 +93,7 @@ def _check_all(paths: list[str], should_stop: Callable[[], bool]) -> list[bool] 
             while not should_stop():
                 try:
                     verdicts += future.result(timeout=0.2)
+                    on_progress(len(verdicts), len(paths))
                     break
                 except FutureTimeout:
                     continue
@@ -129,7 +132,9 @@ def _write_cache(path: Path, root: Path, files: dict[str, list]) -> None:
         pass  # a cache we cannot write only costs the next start a rescan
 
 
-def scan_folder(path: str | Path, should_stop: Callable[[], bool] = lambda: False) -> ScanResult:
+def scan_folder(
+    path: str | Path, should_stop: Callable[[], bool] = lambda: False, on_progress: Progress = lambda done, total: None
+) -> ScanResult:
     """List class folders, decode new or changed files, and cache the verdicts by size and mtime.
     Raises StoppedBeforeStart when asked to stop; the verdicts reached so far are not cached."""
     root = find_class_root(Path(path)).resolve()
@@ -162,7 +167,7 @@ def scan_folder(path: str | Path, should_stop: Callable[[], bool] = lambda: Fals
                 else:
                     files[relative] = [stat.st_size, stat.st_mtime_ns, False]
                     to_check.append(relative)
-    verdicts = _check_all([str(root / relative) for relative in to_check], should_stop)
+    verdicts = _check_all([str(root / relative) for relative in to_check], should_stop, on_progress)
     if verdicts is None:
         raise StoppedBeforeStart(f"stopped while checking the images in {root}")
     for relative, ok in zip(to_check, verdicts, strict=True):

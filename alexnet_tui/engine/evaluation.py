@@ -20,6 +20,7 @@ def loss_and_accuracy(
     to_input: Callable[[torch.Tensor], torch.Tensor],
     autocast: Callable[[], AbstractContextManager],
     should_stop: Callable[[], bool],
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> torch.Tensor | None:
     """[loss sum, hits, readable images] over at most `limit` batches, on the model's device
     (read back once by the caller); None if a stop request cut the pass short."""
@@ -44,6 +45,7 @@ def loss_and_accuracy(
                 ]
             )
             sums = batch if sums is None else sums + batch
+            on_progress(index + 1, limit)
     finally:
         model.train(was_training)
     device = next(model.parameters()).device

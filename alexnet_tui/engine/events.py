@@ -145,6 +145,17 @@ class Notice(Event):
 
 
 @dataclass
+class Progress(Event):
+    """A long step that is not training: checking the images, an evaluation pass. At most a few a
+    second; the drivers work out rate and ETA from the times."""
+
+    name: ClassVar[str] = "progress"
+    task: str
+    done: int
+    total: int
+
+
+@dataclass
 class ControlAck(Event):
     """A request from elsewhere (attach, a STOP file) taken by the run: every screen says so."""
 
@@ -235,3 +246,18 @@ def from_json(record: dict[str, Any]) -> Event | None:
         return kind(**values)
     except (TypeError, ValueError):
         return None
+
+
+class ProgressThrottle:
+    """Turns a stream of (done, total) into Progress events, at most one every `every_s` seconds
+    (and always the last), so a 25,000-file scan does not flood the screen or metrics.jsonl."""
+
+    def __init__(self, emit: Subscriber, task: str, every_s: float = 0.5) -> None:
+        self.emit, self.task, self.every_s = emit, task, every_s
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - self._last >= self.every_s:
+            self._last = now
+            self.emit(Progress(self.task, done, total))

@@ -30,11 +30,13 @@ def evaluation_report(
     memory_format: torch.memory_format = torch.contiguous_format,
     should_stop: Callable[[], bool] = lambda: False,
     worst: int = 10,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> dict[str, Any] | None:
     """One pass over `batches` (the dataset in order): everything the report says. None if stopped."""
     was_training = model.training
     model.eval()
     probabilities, labels = [], []
+    total = len(batches) if hasattr(batches, "__len__") else 0
     try:
         for images, targets in batches:
             if should_stop():
@@ -42,6 +44,7 @@ def evaluation_report(
             logits = model(to_model_input(images, device, memory_format=memory_format)).float()
             probabilities.append(logits.softmax(1))
             labels.append(targets.to(device))
+            on_progress(len(labels), total)
     finally:
         model.train(was_training)
     if not labels:

@@ -103,7 +103,8 @@ class Trainer:
             if self.ranks.distributed and not self.ranks.main:
                 dist.barrier()
             kept_split = resumed.get("split") if resumed is not None else None
-            self.data = load_data(config, kept_split, lambda: self.control.stop_requested)
+            checking = ev.ProgressThrottle(self.emit, "checking images")
+            self.data = load_data(config, kept_split, lambda: self.control.stop_requested, checking)
             if self.ranks.distributed and self.ranks.main:
                 dist.barrier()
         if self.control.stop_requested:
@@ -363,6 +364,7 @@ class Trainer:
             lambda images: to_model_input(images, self.device, None, self.memory_format),
             self._autocast,
             self._stop_during_evaluation,
+            ev.ProgressThrottle(self.emit, f"evaluating on {split}"),
         )
         if sums is None:
             return None
@@ -407,6 +409,7 @@ class Trainer:
             self.device,
             self.memory_format,
             self._stop_during_evaluation,
+            on_progress=ev.ProgressThrottle(self.emit, f"evaluation report on {split}"),
         )
         if report is None:
             return None

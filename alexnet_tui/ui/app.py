@@ -100,6 +100,7 @@ class AlexNetApp(RunDisplay, App[int]):
         self.hung_up = False
         self.hangup_log: LineReporter | None = None
         self.engine_outcome: RunOutcome | None = None
+        self.progress_task, self.progress_started = "", 0.0  # the long step on the epoch bar, if any
         self.latest_rate: float | None = None
         self.latest_wait: float | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -127,7 +128,7 @@ class AlexNetApp(RunDisplay, App[int]):
             with TabPane("Log", id="log"):
                 yield RichLog(id="log-view", wrap=True, markup=False, max_lines=2000)
         with Horizontal(id="progress"):
-            yield Label("epoch", classes="progress-label")
+            yield Label("epoch", classes="progress-label", id="bar-label")
             yield ProgressBar(total=1, id="epoch-progress", show_eta=False)
             yield Label("run", classes="progress-label")
             yield ProgressBar(total=1, id="run-progress", show_eta=False)

@@ -54,6 +54,7 @@ class RunDisplay(Base):
         self.query_one(BatchTable).add_batches(rows)
         self.query_one(TrainingCharts).add_batches(rows)
         last = rows[-1]
+        self.query_one("#bar-label", Label).update("epoch")
         self.latest_rate, self.latest_wait = last.images_per_sec, last.data_wait_share
         self.query_one("#epoch-progress", ProgressBar).update(total=last.batches, progress=last.batch)
         done = (last.epoch - 1) * last.batches + last.batch
@@ -69,6 +70,8 @@ class RunDisplay(Base):
             self.query_one(BatchTable).clear()
             self.query_one(EpochTable).reset()
             self.log_line("metrics.jsonl was truncated or replaced: reading it again from the start")
+        elif isinstance(event, ev.Progress):
+            self.show_progress(event)
         elif isinstance(event, ev.StateChanged):
             self.state = event.state
         elif isinstance(event, ev.RunStarted):
@@ -98,6 +101,17 @@ class RunDisplay(Base):
         elif isinstance(event, ev.Notice):
             self.log_line(event.message)
         self.update_status()
+
+    def show_progress(self, event: ev.Progress) -> None:
+        """A long step that is not training (checking images, an evaluation) on the epoch bar."""
+        if event.task != self.progress_task:
+            self.progress_task, self.progress_started = event.task, event.time
+        self.query_one("#bar-label", Label).update(event.task.split()[0])
+        self.query_one("#epoch-progress", ProgressBar).update(total=event.total, progress=event.done)
+        rate = event.done / max(event.time - self.progress_started, 1e-9)
+        if event.done and event.done < event.total:
+            minutes, seconds = divmod(int((event.total - event.done) / rate), 60)
+            self.query_one("#eta", Label).update(f"ETA {minutes}:{seconds:02d}")
 
     def run_started(self, event: ev.RunStarted) -> None:
         data = event.dataset
