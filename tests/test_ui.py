@@ -207,7 +207,8 @@ def test_tcss_is_shipped():
 
 @pytest.mark.asyncio
 async def test_charts_and_system_panel_follow_the_run():
-    from alexnet_tui.ui.widgets.charts import Chart, SystemPanel
+    from alexnet_tui.ui.widgets.charts import Chart
+    from alexnet_tui.ui.widgets.system import SystemPanel
 
     app = scripted_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -220,6 +221,7 @@ async def test_charts_and_system_panel_follow_the_run():
         assert "best: epoch 2" in str(app.query_one("#chart-val-loss Label").render())
         system = str(app.query_one(SystemPanel).render())
         assert "process memory (RSS)" in system and "images/s: 40.0" in system
+        assert "CPU per core:" in system and "compute-bound" in system  # the scripted run never waits for data
 
 
 @pytest.mark.asyncio
@@ -245,3 +247,10 @@ async def test_the_command_palette_lists_the_keys_and_runs_them():
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
         await pilot.press(*"Start", "enter")
         await wait_for(pilot, lambda: app.state == "finished")
+
+
+def test_the_panel_says_where_a_step_waits():
+    from alexnet_tui.ui.widgets.system import verdict
+
+    assert verdict(0.5).startswith("data-bound: raise --workers")
+    assert verdict(0.02).startswith("compute-bound") and verdict(0.2) is None and verdict(None) is None

@@ -34,9 +34,10 @@ from alexnet_tui.processes import start_worker_processes
 from alexnet_tui.ui import terminal
 from alexnet_tui.ui.run_display import RunDisplay, guess_classes
 from alexnet_tui.ui.screens import ConfirmQuit, DownloadOffer, DownloadProgress, HelpScreen
-from alexnet_tui.ui.widgets.charts import SystemPanel, TrainingCharts
+from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
 from alexnet_tui.ui.widgets.settings import SettingsForm
+from alexnet_tui.ui.widgets.system import SystemPanel
 from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
 
 REFRESH_HZ = 10  # the screen follows the engine at most this often, however fast batches come

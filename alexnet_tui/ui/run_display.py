@@ -12,8 +12,9 @@ from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.follow import CaughtUp, FollowReset
 from alexnet_tui.headless import format_epoch
 from alexnet_tui.ui import terminal
-from alexnet_tui.ui.widgets.charts import SystemPanel, TrainingCharts
+from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
+from alexnet_tui.ui.widgets.system import SystemPanel
 from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
 
 if TYPE_CHECKING:

@@ -1,14 +1,12 @@
-"""Live charts (Textual Sparklines) of the run, and the system panel beside them."""
+"""Live charts (Textual Sparklines) of the run."""
 
 from __future__ import annotations
 
-import os
-import resource
 from collections import deque
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Label, Sparkline, Static
+from textual.widgets import Label, Sparkline
 
 from alexnet_tui.engine import events as ev
 
@@ -69,35 +67,3 @@ class TrainingCharts(Vertical):
         self.query_one("#chart-train-loss", Chart).extend([event.train_loss])
         self.query_one("#chart-val-loss", Chart).extend([event.val_loss], note)
         self.query_one("#chart-val-acc", Chart).extend([event.val_acc])
-
-
-def process_rss_mib() -> float:
-    """Resident memory of this process now (Linux /proc), else its peak."""
-    try:
-        with open("/proc/self/statm") as file:
-            return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class SystemPanel(Static):
-    """Device, memory, throughput and how much of each step waits for data."""
-
-    DEFAULT_CSS = "SystemPanel { height: auto; padding: 0 1; border-top: solid $primary; }"
-
-    def show(self, device: str, images_per_sec: float | None, data_wait_share: float | None) -> None:
-        import torch
-
-        lines = [f"device: {device}"]
-        if device.startswith("cuda") and torch.cuda.is_available():
-            index = torch.device(device.split()[0]).index or 0
-            total = torch.cuda.get_device_properties(index).total_memory / 2**30
-            allocated = torch.cuda.memory_allocated(index) / 2**30
-            peak = torch.cuda.max_memory_allocated(index) / 2**30
-            lines.append(f"GPU memory: {allocated:.2f} GiB allocated, {peak:.2f} peak, {total:.1f} total")
-        else:
-            lines.append(f"process memory (RSS): {process_rss_mib():.0f} MiB")
-        lines.append(f"images/s: {images_per_sec:.1f}" if images_per_sec is not None else "images/s: -")
-        if data_wait_share is not None:
-            lines.append(f"waiting for data: {data_wait_share:.0%} of each step")
-        self.update("\n".join(lines))
