@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from alexnet_tui.config import AMP_MODES, CACHE_MODES, TrainConfig, load_toml
+from alexnet_tui.config import AMP_MODES, ARCHS, CACHE_MODES, FREEZE_MODES, SCHEDULES, TrainConfig, load_toml
 from alexnet_tui.errors import UsageError
 
 
@@ -38,7 +38,7 @@ def train_parser() -> Parser:
     add("--epochs", type=int, help="epochs to train (default 10)")
     add("--batch-size", type=int, help="images per batch (default 32)")
     add("--lr", type=float, help="Adam learning rate (default 1e-4)")
-    add("--image-size", type=int, help="input side in pixels (default 227, the tutorial's)")
+    add("--image-size", type=int, help="input side in pixels (default 227, the tutorial's; 224 for torchvision)")
     add("--num-classes", type=int, help="output classes (default: the number of class folders)")
     add("--val-split", type=float, help="fraction held out from training (default 0.2: an 80/20 split)")
     add(
@@ -65,6 +65,36 @@ def train_parser() -> Parser:
     )
     add("--demo-size", type=int, help="images in the demo set (default 600)")
     add("--width", type=float, help="fraction of the tutorial's channels and units, for quick tries (default 1)")
+    recipe = parser.add_argument_group("beyond the tutorial's recipe (all off by default)").add_argument
+    recipe("--arch", choices=ARCHS, help="tutorial (the default) or torchvision: torchvision.models.alexnet")
+    recipe(
+        "--pretrained",
+        action="store_true",
+        default=None,
+        help="start from torchvision's ImageNet weights (downloaded once into $TORCH_HOME/hub/checkpoints); "
+        "needs --arch torchvision; images get the weights' own transforms (shorter side 256, centre crop 224)",
+    )
+    recipe("--weights", metavar="FILE", help="ImageNet weights from a file (no internet needed; implies --pretrained)")
+    recipe(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        default=None,
+        help="use a weights file whose sha256 or size is not the published one",
+    )
+    recipe("--freeze", choices=FREEZE_MODES, help="features: train the classifier only (needs --pretrained)")
+    recipe("--augment", action="store_true", default=None, help="random resized crops and flips, on the device")
+    recipe("--schedule", choices=SCHEDULES, help="learning rate per batch after a linear warm-up (default none)")
+    recipe("--warmup-epochs", type=float, help="epochs of warm-up before the schedule (default 1; fractions allowed)")
+    recipe("--weight-decay", type=float, help="decoupled weight decay: switches Adam to AdamW (default 0)")
+    recipe("--label-smoothing", type=float, help="label smoothing of the training loss (default 0)")
+    recipe("--patience", type=int, help="stop after N epochs without a better val_loss, then report on best.pt")
+    recipe(
+        "--tta",
+        action="store_true",
+        default=None,
+        help="the final evaluation averages each image's prediction with its mirror image's",
+    )
     return parser
 
 
@@ -86,16 +116,19 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 def summary_command(argv: Sequence[str]) -> int:
     parser = Parser(prog="alexnet-tui summary", description="Print torchsummary's table for the model.")
     parser.add_argument("--num-classes", type=int, default=2)
-    parser.add_argument("--image-size", type=int, default=227)
+    parser.add_argument("--arch", choices=ARCHS, default="tutorial")
+    parser.add_argument("--image-size", type=int, help="default 227 (tutorial) or 224 (torchvision)")
     parser.add_argument("--width", type=float, default=1.0, help="fraction of the tutorial's widths (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     args = parser.parse_args(argv)
-    TrainConfig(num_classes=args.num_classes, image_size=args.image_size, width=args.width).validate()
+    config = TrainConfig(num_classes=args.num_classes, image_size=args.image_size, width=args.width, arch=args.arch)
+    config.validate()
     from alexnet_tui.engine.device import resolve_device
-    from alexnet_tui.model import AlexNet, summary_text
+    from alexnet_tui.model import build_model, summary_text
 
     device = resolve_device(args.device)
-    print(summary_text(AlexNet(args.num_classes, args.image_size, args.width).to(device), device), end="")
+    model = build_model(config.arch, args.num_classes, config.image_size, config.width)
+    print(summary_text(model.to(device), device), end="")
     return 0
 
 
@@ -194,10 +227,14 @@ def evaluate_command(argv: Sequence[str]) -> int:
     parser.add_argument("--split", choices=("val", "test"), help="default: test when the run kept one, else val")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--tta", action="store_true", help="average each image's prediction with its mirror image's")
+    parser.add_argument("--html", metavar="FILE", type=Path, help="also write the report as one self-contained page")
     args = parser.parse_args(argv)
     from alexnet_tui.inference import evaluate_checkpoint
 
-    return evaluate_checkpoint(args.checkpoint, args.data, args.split, args.device, args.batch_size)
+    return evaluate_checkpoint(
+        args.checkpoint, args.data, args.split, args.device, args.batch_size, args.tta, args.html
+    )
 
 
 def predict_command(argv: Sequence[str]) -> int:

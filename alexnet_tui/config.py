@@ -12,6 +12,19 @@ from alexnet_tui.errors import UsageError
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 CACHE_MODES = ("disk", "off")
+ARCHS = ("tutorial", "torchvision")  # as model.ARCHS (config stays free of torch imports)
+FREEZE_MODES = ("none", "features")
+SCHEDULES = ("none", "cosine", "onecycle")
+
+
+DEMO_IMAGE_SIZE = 96  # the demo's textures need no more; ten epochs then take about two minutes on two cores
+
+
+def default_image_size(data: str, arch: str) -> int:
+    """The architecture's own input side (227 tutorial, 224 torchvision); the demo set's is smaller."""
+    if arch == "torchvision":
+        return 224
+    return DEMO_IMAGE_SIZE if data == "demo" else 227
 
 
 @dataclass
@@ -22,7 +35,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-4
-    image_size: int = 227
+    image_size: int | None = None  # None: default_image_size (227 tutorial, 224 torchvision, 96 demo)
     num_classes: int | None = None
     val_split: float = 0.2
     test_split: float = 0.5
@@ -38,6 +51,25 @@ class TrainConfig:
     demo_size: int = 600
     width: float = 1.0  # fraction of the tutorial's channels and units; 1 is the tutorial's network
     resume: str | None = None
+    # Beyond the tutorial's recipe; every default below leaves it exactly as it was.
+    arch: str = "tutorial"  # or "torchvision": torchvision.models.alexnet
+    pretrained: bool = False  # ImageNet weights (torchvision's AlexNet_Weights.IMAGENET1K_V1)
+    weights: str | None = None  # a local copy of those weights (implies pretrained)
+    verify: bool = True  # check the weights file's sha256 and size
+    freeze: str = "none"  # "features": train the classifier only
+    augment: bool = False  # random resized crops and flips on the device
+    schedule: str = "none"  # learning rate per batch: none, cosine or onecycle, after a warm-up
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.0  # > 0 switches Adam to AdamW
+    label_smoothing: float = 0.0
+    patience: int | None = None  # stop after this many epochs without a better val_loss
+    tta: bool = False  # the final evaluation averages each image's and its mirror's prediction
+
+    def __post_init__(self) -> None:
+        if self.image_size is None:
+            self.image_size = default_image_size(self.data, self.arch)
+        if self.weights:
+            self.pretrained = True
 
     def validate(self) -> TrainConfig:
         """Raise UsageError naming the first bad value and what to do about it."""
@@ -50,7 +82,9 @@ class TrainConfig:
         need(self.epochs > 0, f"--epochs must be a positive whole number, got {self.epochs}")
         need(self.batch_size > 0, f"--batch-size must be a positive whole number, got {self.batch_size}")
         need(self.lr > 0, f"--lr must be a positive number, got {self.lr}")
-        low = smallest_image_size()
+        need(self.arch in ARCHS, f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        assert self.image_size is not None  # resolved in __post_init__
+        low = smallest_image_size(self.arch)
         need(
             low <= self.image_size <= 1024,
             f"--image-size {self.image_size} is not one AlexNet can take: use {low}..1024 (227 is the tutorial's)",
@@ -70,6 +104,34 @@ class TrainConfig:
         )
         need(self.demo_size >= 20, f"--demo-size must be at least 20, got {self.demo_size}")
         need(0 < self.width <= 1, f"--width must be in (0, 1] (1 is the tutorial's network), got {self.width}")
+        need(
+            self.arch == "tutorial" or self.width == 1,
+            f"--width {self.width:g} applies to the tutorial's network only; --arch {self.arch} is used whole",
+        )
+        given = "--weights" if self.weights else "--pretrained"
+        need(
+            not self.pretrained or self.arch == "torchvision",
+            f"{given} needs --arch torchvision: ImageNet weights exist for torchvision's AlexNet "
+            "(64-192-384-256-256 filters), not for the tutorial's (96-256-384-384-256)",
+        )
+        need(self.freeze in FREEZE_MODES, f"--freeze must be one of {', '.join(FREEZE_MODES)}, got {self.freeze!r}")
+        need(
+            self.freeze == "none" or self.pretrained,
+            "--freeze features needs --pretrained (or --weights FILE): frozen random features learn nothing",
+        )
+        need(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        need(self.warmup_epochs >= 0, f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
+        need(
+            self.schedule == "none" or self.warmup_epochs < self.epochs,
+            f"--warmup-epochs {self.warmup_epochs:g} leaves nothing of --epochs {self.epochs} to the "
+            f"{self.schedule} schedule; use fewer warm-up epochs (e.g. --warmup-epochs {self.epochs / 10:g})",
+        )
+        need(self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(
+            self.patience is None or self.patience >= 1,
+            f"--patience must be a positive whole number of epochs, got {self.patience}",
+        )
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -140,6 +140,8 @@ class LineReporter:
 
     def _progress_update(self, event: ev.BatchEnd) -> None:
         stats = f"loss {event.running_loss:.5f} acc {event.running_acc:.5f} {event.images_per_sec:.1f} img/s"
+        if event.lr is not None:
+            stats += f" lr {event.lr:.3g}"
         if self._progress is not None:
             progress = self._progress
             self._guarded(lambda: progress.update(self._task, completed=event.batch, stats=stats, refresh=True))
@@ -201,7 +203,8 @@ def run_headless(config: TrainConfig) -> int:
     if hasattr(signal, "SIGHUP"):
         # The SSH session dying must not kill a run left in nohup or tmux.
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    start_worker_processes()  # before any loader or pool, so they inherit the blocked stop signals
+    if config.data != "demo":  # the demo set is in memory: no loader workers, no scan
+        start_worker_processes()  # before any loader or pool, so they inherit the blocked stop signals
     reporter = LineReporter()
     trainer = Trainer(config, [reporter], control)
     files: RunFiles | None = None

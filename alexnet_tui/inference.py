@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from alexnet_tui.config import TrainConfig
-from alexnet_tui.engine.checkpoint import check_compatible, load_checkpoint
+from alexnet_tui.engine.checkpoint import check_compatible, checkpoint_arch, load_checkpoint
 from alexnet_tui.engine.device import resolve_device
 from alexnet_tui.engine.tensors import to_model_input
 from alexnet_tui.errors import UsageError
-from alexnet_tui.model import AlexNet
+from alexnet_tui.model import build_model
 
 
 def checkpoint_path(given: str) -> Path:
@@ -24,14 +24,26 @@ def checkpoint_path(given: str) -> Path:
     return path / "best.pt" if path.is_dir() else path
 
 
-def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> AlexNet:
-    model = AlexNet(payload["num_classes"], payload["image_size"], payload.get("width", 1.0))
+def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """The checkpoint's network (its --arch, classes, size and width) with its weights, for inference."""
+    arch, width = checkpoint_arch(payload), payload.get("width", 1.0)
+    model = build_model(arch, payload["num_classes"], payload["image_size"], width)
     model.load_state_dict(payload["model"])  # strict: leftover or missing keys are refused
     return model.to(device).eval()
 
 
-def evaluate_checkpoint(checkpoint: str, data: str | None, split: str | None, device_name: str, batch_size: int) -> int:
-    """Print the evaluation report of a checkpoint on its data (or `data`) and save it beside it."""
+def evaluate_checkpoint(
+    checkpoint: str,
+    data: str | None,
+    split: str | None,
+    device_name: str,
+    batch_size: int,
+    tta: bool = False,
+    html: Path | None = None,
+) -> int:
+    """Print the evaluation report of a checkpoint on its data (or `data`) and save it beside it
+    (and as an HTML page at `html`); with `tta`, each image's prediction is averaged with its
+    mirror image's."""
     from torch.utils.data import DataLoader
 
     from alexnet_tui.data import load_data
@@ -47,13 +59,21 @@ def evaluate_checkpoint(checkpoint: str, data: str | None, split: str | None, de
     # The run's own split, unless another --data is given: then the seed splits that data.
     bundle = load_data(config, None if data else payload.get("split"))
     num_classes = payload["config"].get("num_classes") or len(bundle.class_names)
-    check_compatible(payload, num_classes, payload["image_size"], bundle.class_names, payload.get("width", 1.0))
+    check_compatible(
+        payload,
+        num_classes,
+        payload["image_size"],
+        bundle.class_names,
+        payload.get("width", 1.0),
+        checkpoint_arch(payload),
+    )
     split = split or ("test" if bundle.test is not None else "val")
     dataset = bundle.test if split == "test" else bundle.val
     if dataset is None:
         raise UsageError(f"this data has no {split} split (the run used --test-split 0); use --split val")
     model = model_from_checkpoint(payload, device)
-    report = evaluation_report(model, DataLoader(dataset, batch_size=batch_size), dataset, bundle.class_names, device)
+    loader = DataLoader(dataset, batch_size=batch_size)
+    report = evaluation_report(model, loader, dataset, bundle.class_names, device, tta=tta)
     if report is None:
         raise UsageError(f"the {split} split of {config.data} is empty")
     report.update(checkpoint=str(path), data=config.data, split=split)
@@ -64,6 +84,13 @@ def evaluate_checkpoint(checkpoint: str, data: str | None, split: str | None, de
         print(f"\nreport written to {target}")
     except OSError as error:
         print(f"alexnet-tui: could not write {target} ({error.strerror})", file=sys.stderr)
+    if html is not None:
+        from alexnet_tui.report_html import write_html
+
+        try:
+            print(f"HTML report written to {write_html(report, html)}")
+        except OSError as error:
+            raise UsageError(f"--html {html}: cannot write it ({error.strerror})") from None
     return 0
 
 
@@ -81,13 +108,15 @@ def predict_images(checkpoint: str, images: list[str], top: int, device_name: st
 
 
 def predict_image(
-    model: AlexNet, payload: dict[str, Any], image: str, top: int, device: torch.device
+    model: torch.nn.Module, payload: dict[str, Any], image: str, top: int, device: torch.device
 ) -> tuple[str, bool]:
     """One line for one image: its top classes with probabilities, or why it could not be read."""
-    from alexnet_tui.data.images import load_resized
+    from alexnet_tui.data.images import eval_variant, load_resized
 
     try:
-        pixels = load_resized(image, payload["image_size"], "eval")
+        # The geometry the run evaluated with: the tutorial's, or the ImageNet weights' (--pretrained).
+        pretrained = bool(payload.get("config", {}).get("pretrained"))
+        pixels = load_resized(image, payload["image_size"], eval_variant(pretrained))
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         reason = getattr(error, "strerror", None) or str(error).split("\n")[0]
         return f"{image}: cannot read it as an image ({reason})", False

@@ -12,17 +12,22 @@ TUTORIAL_IMAGE_SIZE = 227
 ARCHITECTURE = "alexnet-2012-tutorial"
 
 
-def _pooled_side(image_size: int) -> int:
-    """Side of the last feature map for a square input (conv1 11/4, three 3/2 max-pools)."""
-    side = (image_size - 11) // 4 + 1
+ARCHS = ("tutorial", "torchvision")  # --arch: the tutorial's network, or torchvision.models.alexnet
+DEFAULT_IMAGE_SIZE = {"tutorial": TUTORIAL_IMAGE_SIZE, "torchvision": 224}
+
+
+def _pooled_side(image_size: int, arch: str = "tutorial") -> int:
+    """Side of the last feature map for a square input (conv1 11/4, three 3/2 max-pools;
+    torchvision's conv1 pads by 2)."""
+    side = (image_size + (4 if arch == "torchvision" else 0) - 11) // 4 + 1
     for _ in range(3):
         side = (side - 3) // 2 + 1
     return side
 
 
-def smallest_image_size() -> int:
+def smallest_image_size(arch: str = "tutorial") -> int:
     size = 11
-    while _pooled_side(size) < 1:
+    while _pooled_side(size, arch) < 1:
         size += 1
     return size
 
@@ -37,6 +42,8 @@ class AlexNet(nn.Module):
     features are pooled adaptively to 6x6 so the classifier stays 9216 -> 4096.
     `width` < 1 scales every layer's channels and units down, for quick tries and tests;
     1 (the default) is the tutorial's network."""
+
+    arch = "tutorial"
 
     def __init__(self, num_classes: int, image_size: int = TUTORIAL_IMAGE_SIZE, width: float = 1.0) -> None:
         super().__init__()
@@ -78,7 +85,25 @@ class AlexNet(nn.Module):
         return self.classifier(torch.flatten(self.features(images), 1))
 
 
-def summary_text(model: AlexNet, device: torch.device | str = "cpu") -> str:
+def build_model(arch: str, num_classes: int, image_size: int | None = None, width: float = 1.0) -> nn.Module:
+    """The network for --arch: the tutorial's AlexNet, or torchvision.models.alexnet (64-192-384-256-256
+    filters, 61.1M parameters at 1000 classes) with `num_classes` outputs. Both carry arch, num_classes,
+    image_size and width, which checkpoints and the summary read; `width` applies to the tutorial's only."""
+    image_size = image_size or DEFAULT_IMAGE_SIZE[arch]
+    if arch == "tutorial":
+        return AlexNet(num_classes, image_size, width)
+    if arch != "torchvision":
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    if width != 1:
+        raise ValueError("--width applies to the tutorial's network only")
+    from torchvision.models import alexnet
+
+    model = alexnet(weights=None, num_classes=num_classes)
+    model.arch, model.num_classes, model.image_size, model.width = arch, num_classes, image_size, 1.0
+    return model
+
+
+def summary_text(model: nn.Module, device: torch.device | str = "cpu") -> str:
     """torchsummary's table as a string, computed without touching the model's state."""
     from torchsummary import summary
 

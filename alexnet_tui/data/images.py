@@ -37,8 +37,35 @@ def train_resize(image_size: int) -> int:
     return round(image_size * 256 / 227)
 
 
+def imagenet_resize(image_size: int) -> int:
+    """The ImageNet weights' transforms resize the shorter side to 256 before a 224 centre crop."""
+    return round(image_size * 256 / 224)
+
+
+def augment_side(image_size: int, pretrained: bool) -> int:
+    """--augment caches the training images larger (256 for 227 or 224) and crops on the device."""
+    return imagenet_resize(image_size) if pretrained else train_resize(image_size)
+
+
+def eval_variant(pretrained: bool) -> str:
+    """The geometry of validation, test and predicted images: the ImageNet weights' own, or the tutorial's."""
+    return "imagenet" if pretrained else "eval"
+
+
+def split_variants(image_size: int, pretrained: bool, augment: bool) -> tuple[str, int, str]:
+    """(training geometry, side the training images are stored at, evaluation geometry) for a run."""
+    if augment:
+        train = "augment-imagenet" if pretrained else "augment"
+        return train, augment_side(image_size, pretrained), eval_variant(pretrained)
+    return "imagenet" if pretrained else "train", image_size, eval_variant(pretrained)
+
+
 def load_resized(source: str | Path | BinaryIO, image_size: int, variant: str) -> torch.Tensor:
-    """Decode to RGB and apply the tutorial's geometry: train Resize(256)+CenterCrop(227), eval Resize(227)."""
+    """Decode to RGB and apply a geometry; `image_size` is the side of the result.
+    train: the tutorial's Resize(256)+CenterCrop(227); eval: its Resize(227); imagenet: the ImageNet
+    weights' own (shorter side to 256, centre crop 224), for training and evaluation alike;
+    augment / augment-imagenet: the training image before the crop, as a square (tutorial: Resize to
+    the side; imagenet: shorter side, centre crop), for random resized crops on the device."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with Image.open(source) as image:
@@ -46,7 +73,11 @@ def load_resized(source: str | Path | BinaryIO, image_size: int, variant: str) -
     if variant == "train":
         side = train_resize(image_size)
         rgb = F.center_crop(F.resize(rgb, [side, side]), [image_size, image_size])
-    else:
+    elif variant == "imagenet":
+        rgb = F.center_crop(F.resize(rgb, [imagenet_resize(image_size)]), [image_size, image_size])
+    elif variant == "augment-imagenet":
+        rgb = F.center_crop(F.resize(rgb, [image_size]), [image_size, image_size])
+    else:  # eval, augment
         rgb = F.resize(rgb, [image_size, image_size])
     return F.pil_to_tensor(rgb)
 

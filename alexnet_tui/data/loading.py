@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.data.demo import DEMO_CLASSES, demo_tensors
-from alexnet_tui.data.images import FolderImages, TensorImages, cache_path
+from alexnet_tui.data.images import FolderImages, TensorImages, cache_path, split_variants
 from alexnet_tui.data.scan import Progress, samples_fingerprint, scan_folder
 from alexnet_tui.errors import UsageError
 from alexnet_tui.paths import cache_dir
@@ -132,19 +132,23 @@ def _folder_bundle(
                 "point --data at them or start a new run"
             )
 
-    def part(split: str, indices: list[int], variant: str) -> FolderImages:
+    # The tutorial's geometry, or the ImageNet weights' with --pretrained; --augment stores the training
+    # images larger, to be cropped on the device.
+    train_variant, train_side, eval_variant = split_variants(config.image_size, config.pretrained, config.augment)
+
+    def part(split: str, indices: list[int], variant: str, side: int = config.image_size) -> FolderImages:
         samples = [scan.samples[i] for i in indices]
         cache = None
         if config.cache == "disk":
-            cache = cache_path(samples_fingerprint(scan.fingerprint, samples), split, variant, config.image_size)
-        return FolderImages(scan.root, samples, config.image_size, variant, cache)
+            cache = cache_path(samples_fingerprint(scan.fingerprint, samples), split, variant, side)
+        return FolderImages(scan.root, samples, side, variant, cache)
 
     return DataBundle(
         name,
         scan.class_names,
-        part("train", train, "train"),
-        part("val", val, "eval"),
-        part("test", test, "eval") if test else None,
+        part("train", train, train_variant, train_side),
+        part("val", val, eval_variant),
+        part("test", test, eval_variant) if test else None,
         skipped=scan.skipped,
         root=scan.root,
         split={

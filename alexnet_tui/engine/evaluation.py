@@ -11,6 +11,12 @@ from torch import nn
 from alexnet_tui.data.images import UNREADABLE
 
 
+def mirrored_log_probabilities(logits: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation: the log of the mean of the softmax of an image and of its mirror image."""
+    probabilities = (logits.float().softmax(1) + mirrored.float().softmax(1)) / 2
+    return probabilities.clamp_min(1e-12).log()
+
+
 @torch.inference_mode()
 def loss_and_accuracy(
     model: nn.Module,
@@ -21,9 +27,11 @@ def loss_and_accuracy(
     autocast: Callable[[], AbstractContextManager],
     should_stop: Callable[[], bool],
     on_progress: Callable[[int, int], None] = lambda done, total: None,
+    tta: bool = False,
 ) -> torch.Tensor | None:
     """[loss sum, hits, readable images] over at most `limit` batches, on the model's device
-    (read back once by the caller); None if a stop request cut the pass short."""
+    (read back once by the caller); None if a stop request cut the pass short. With `tta` each
+    image's probabilities are averaged with its mirror image's, and the loss is that average's."""
     was_training = model.training
     model.eval()
     sums: torch.Tensor | None = None
@@ -37,9 +45,15 @@ def loss_and_accuracy(
             targets = labels.to(inputs.device, non_blocking=True)
             with autocast():
                 logits = model(inputs)
+                mirrored = model(inputs.flip(3)) if tta else None
+            if mirrored is None:
+                loss = criterion(logits.float(), targets)
+            else:
+                logits = mirrored_log_probabilities(logits, mirrored)
+                loss = nn.functional.nll_loss(logits, targets, reduction="sum", ignore_index=UNREADABLE)
             batch = torch.stack(
                 [
-                    criterion(logits.float(), targets),
+                    loss,
                     (logits.argmax(1) == targets).sum().float(),
                     (targets != UNREADABLE).sum().float(),
                 ]

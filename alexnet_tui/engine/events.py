@@ -79,6 +79,7 @@ class BatchEnd(Event):
     images_per_sec: float
     data_wait_share: float = 0.0  # of the wall time since the last report, the part spent waiting for data
     seconds_left: float | None = None  # the run's remaining training batches at the current pace
+    lr: float | None = None  # the learning rate this batch was trained with (None in older metrics files)
 
 
 @dataclass
@@ -153,6 +154,15 @@ class Progress(Event):
     task: str
     done: int
     total: int
+
+
+@dataclass
+class ReportWritten(Event):
+    """The full evaluation report (per class, confusion, mistakes) is in RUN_DIR/evaluation-SPLIT.json."""
+
+    name: ClassVar[str] = "report"
+    split: str
+    path: str
 
 
 @dataclass

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from alexnet_tui.data.images import UNREADABLE, FolderImages
+from alexnet_tui.engine.evaluation import mirrored_log_probabilities
 from alexnet_tui.engine.tensors import to_model_input
 
 
@@ -31,8 +32,10 @@ def evaluation_report(
     should_stop: Callable[[], bool] = lambda: False,
     worst: int = 10,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
+    tta: bool = False,
 ) -> dict[str, Any] | None:
-    """One pass over `batches` (the dataset in order): everything the report says. None if stopped."""
+    """One pass over `batches` (the dataset in order): everything the report says. None if stopped.
+    With `tta`, each image's probabilities are averaged with its mirror image's."""
     was_training = model.training
     model.eval()
     probabilities, labels = [], []
@@ -41,8 +44,12 @@ def evaluation_report(
         for images, targets in batches:
             if should_stop():
                 return None
-            logits = model(to_model_input(images, device, memory_format=memory_format)).float()
-            probabilities.append(logits.softmax(1))
+            inputs = to_model_input(images, device, memory_format=memory_format)
+            logits = model(inputs).float()
+            if tta:
+                probabilities.append(mirrored_log_probabilities(logits, model(inputs.flip(3))).exp())
+            else:
+                probabilities.append(logits.softmax(1))
             labels.append(targets.to(device))
             on_progress(len(labels), total)
     finally:
@@ -83,6 +90,7 @@ def evaluation_report(
         for i in order.tolist()
     ]
     return {
+        "tta": tta,
         "images": len(truth),
         "loss": loss,
         "accuracy": (predicted == truth).float().mean().item() if len(truth) else float("nan"),
@@ -98,7 +106,7 @@ def format_report(report: dict[str, Any]) -> str:
     width = max(9, *(len(n) for n in names)) + 1
     lines = [
         f"evaluation loss: {report['loss']:.5f}, evaluation accuracy: {report['accuracy']:.5f} "
-        f"({report['images']} images)",
+        f"({report['images']} images{', each averaged with its mirror image (--tta)' if report.get('tta') else ''})",
         "",
         f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
     ]

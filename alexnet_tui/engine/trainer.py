@@ -21,6 +21,7 @@ from alexnet_tui.config import TrainConfig
 from alexnet_tui.data import DataBundle, load_data
 from alexnet_tui.data.images import UNREADABLE
 from alexnet_tui.engine import events as ev
+from alexnet_tui.engine.augment import augmented_input
 from alexnet_tui.engine.checkpoint import CheckpointSaveError, check_compatible, load_checkpoint
 from alexnet_tui.engine.checkpoint_writer import CheckpointWriter
 from alexnet_tui.engine.control import Control, StoppedBeforeStart
@@ -28,6 +29,14 @@ from alexnet_tui.engine.device import describe, resolve_amp, resolve_device
 from alexnet_tui.engine.distributed import agree, all_reduce_sum, init_distributed, launched_ranks, weights_agree
 from alexnet_tui.engine.evaluation import loss_and_accuracy
 from alexnet_tui.engine.loaders import EpochBatchSampler, default_workers, make_loader, shut_down
+from alexnet_tui.engine.recipe import (
+    LearningRate,
+    early_stop_message,
+    make_optimizer,
+    patience_ran_out,
+    start_from,
+    training_criterion,
+)
 from alexnet_tui.engine.run_dir import RunDirectory
 from alexnet_tui.engine.tensors import to_model_input
 from alexnet_tui.engine.training_state import (
@@ -42,7 +51,7 @@ from alexnet_tui.engine.training_state import (
 )
 from alexnet_tui.engine.window import MetricWindow
 from alexnet_tui.errors import UsageError
-from alexnet_tui.model import AlexNet
+from alexnet_tui.model import build_model
 
 RunState = ev.RunState
 REPORT_INTERVAL_S = 0.1  # metrics are read back from the device at most this often
@@ -97,6 +106,8 @@ class Trainer:
         resumed = load_checkpoint(config.resume) if config.resume else None
         if resumed is not None and "optimizer" not in resumed:
             raise UsageError(f"--resume {resumed['path']}: holds weights only; resume from last.pt or its run folder")
+        # Checked before the data is scanned and before anything is written; a resume has them in last.pt.
+        imagenet = self._pretrained_weights() if config.pretrained and resumed is None else None
         if self.data is None:
             self._state(RunState.PREPARING)
             # Under DDP rank 0 scans and fills the caches first; the others then find them ready.
@@ -115,7 +126,7 @@ class Trainer:
                 f"--num-classes {num_classes} is fewer than the {len(self.data.class_names)} classes in the data"
             )
         if resumed is not None:
-            check_compatible(resumed, num_classes, config.image_size, self.data.class_names, config.width)
+            check_compatible(resumed, num_classes, config.image_size, self.data.class_names, config.width, config.arch)
             self.resume_notes = resume_changes(resumed["config"], config)
         self._claim_run_dir(resumed)
         torch.manual_seed(config.seed)
@@ -125,7 +136,8 @@ class Trainer:
             # TF32 for the fully connected layers; off by default since PyTorch 1.12.
             torch.set_float32_matmul_precision("high")
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model = AlexNet(num_classes, config.image_size, config.width)
+        self.model = build_model(config.arch, num_classes, config.image_size, config.width)
+        self._start_from(imagenet)
         self.model = self.model.to(self.device, memory_format=self.memory_format)
         self.train_model: nn.Module = self.model
         if self.ranks.distributed:
@@ -133,17 +145,34 @@ class Trainer:
             self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
             torch.manual_seed(config.seed + self.ranks.rank)  # different dropout masks on each rank
         # fused Adam: one kernel over all 58M parameters instead of a Python loop (~7x faster here).
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
+        self.optimizer = make_optimizer(self.model, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.criterion = nn.CrossEntropyLoss(reduction="sum", ignore_index=UNREADABLE)
+        self.criterion = training_criterion(config)  # --label-smoothing applies to training only
+        self.eval_criterion = nn.CrossEntropyLoss(reduction="sum", ignore_index=UNREADABLE)
         self.train_sampler = EpochBatchSampler(
             len(self.data.train), config.batch_size, config.seed, config.limit_batches, self.ranks
         )
+        self.learning_rate = LearningRate.for_run(config, self.train_sampler.total_batches())
         if resumed is not None:
             self.progress = restore_training(resumed, self.model, self.optimizer, self.scaler, self.device)
+            if "schedule" not in resumed:  # a last.pt from before the step was kept
+                self.progress.step = self.learning_rate.step_at(self.progress.epoch, self.progress.batch)
         if self.run_dir is not None:
             self.run_dir.write_config(config)
         self.prepared = True
+
+    def _pretrained_weights(self) -> dict[str, torch.Tensor]:
+        """--pretrained: the ImageNet weights, downloaded once (with a progress bar), verified, checked."""
+        from alexnet_tui.engine.pretrained import pretrained_weights
+
+        progress = ev.ProgressThrottle(self.emit, "downloading ImageNet weights")
+        config = self.config
+        return pretrained_weights(config.weights, config.verify, lambda text: self.emit(ev.Notice(text)), progress)
+
+    def _start_from(self, imagenet: dict[str, torch.Tensor] | None) -> None:
+        """Load the ImageNet weights (all but the head) and freeze what --freeze says, saying both."""
+        for notice in start_from(self.model, imagenet, self.config.freeze):
+            self.emit(ev.Notice(notice))
 
     def _claim_run_dir(self, resumed: dict | None) -> None:
         """Rank 0 creates and locks the folder; under DDP the others learn its path."""
@@ -176,9 +205,21 @@ class Trainer:
         return self.data.val
 
     # ---- the hot loop -------------------------------------------------------------------------
+    def _batch_seed(self, epoch: int, batch: int) -> int:
+        return self.config.seed * 1_000_003 + epoch * 10_007 + batch + self.ranks.rank * 7_919
+
     def _flips(self, epoch: int, batch: int, size: int) -> torch.Tensor:
-        seed = self.config.seed * 1_000_003 + epoch * 10_007 + batch + self.ranks.rank * 7_919
+        seed = self._batch_seed(epoch, batch)
         return torch.rand(size, generator=torch.Generator().manual_seed(seed)) < 0.5
+
+    def _train_input(self, images: torch.Tensor, epoch: int) -> torch.Tensor:
+        """The tutorial's flips; with --augment, random resized crops too (seeded per batch as the flips)."""
+        flips = self._flips(epoch, self.progress.batch, len(images))
+        if not self.config.augment:
+            return to_model_input(images, self.device, flips, self.memory_format)
+        # Another stream than the flips' (an LCG step of their seed), as reproducible on resume.
+        seed = (self._batch_seed(epoch, self.progress.batch) * 6_364_136_223_846_793_005 + 1) % 2**63
+        return augmented_input(images, self.device, flips, self.config.image_size, seed, self.memory_format)
 
     def _autocast(self) -> torch.autocast:
         dtype = self.amp_dtype or torch.float32
@@ -186,8 +227,7 @@ class Trainer:
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor, epoch: int) -> torch.Tensor:
         """One optimizer step; returns [mean loss, hits, readable images, images] still on the device."""
-        flips = self._flips(epoch, self.progress.batch, len(labels))
-        inputs = to_model_input(images, self.device, flips, self.memory_format)
+        inputs = self._train_input(images, epoch)
         targets = labels.to(self.device, non_blocking=True)
         with self._autocast():
             logits = self.train_model(inputs)
@@ -223,8 +263,10 @@ class Trainer:
                     return False
                 window.restart()  # the pause or evaluation is not training time
                 self.train_model.train()
-            window.add(self._train_step(images, labels, epoch))
+            lr = self.learning_rate.apply(self.optimizer, self.progress.step)  # --schedule: per batch
+            window.add(self._train_step(images, labels, epoch), lr)
             self.progress.batch += 1
+            self.progress.step += 1
             if self.ranks.distributed:
                 if self.progress.batch % DIST_SYNC_BATCHES == 0:  # the same batches on every rank
                     self._report(window, epoch, batches)
@@ -301,6 +343,7 @@ class Trainer:
                     rate,
                     wait_share,
                     left * seconds_per_batch,
+                    row.lr,
                 )
             )
 
@@ -350,21 +393,25 @@ class Trainer:
         requested: bool = False,
     ) -> tuple[float, float] | None:
         """Loss and accuracy on a split; None if a stop request cut it short. `checkpoint` names
-        the weights being reported (the final evaluation of best.pt, in `model`)."""
+        the weights being reported (the final evaluation of best.pt, in `model`), with --tta if asked."""
         loader = self._loader(split)
         limit = self.config.limit_batches
         batches = min(len(loader), limit) if limit else len(loader)
+        tta = self.config.tta and checkpoint is not None
         self._state(RunState.EVALUATING)
+        if tta:
+            self.emit(ev.Notice("--tta: each image's prediction is averaged with its mirror image's"))
         self.emit(ev.EvaluationStarted(split, batches))
         sums = loss_and_accuracy(
             model or self.model,
             loader,
             batches,
-            self.criterion,
+            self.eval_criterion,  # never label-smoothed: val_loss stays comparable between recipes
             lambda images: to_model_input(images, self.device, None, self.memory_format),
             self._autocast,
             self._stop_during_evaluation,
             ev.ProgressThrottle(self.emit, f"evaluating on {split}"),
+            tta=tta,
         )
         if sums is None:
             return None
@@ -374,6 +421,15 @@ class Trainer:
         loss, acc = total_loss / max(total, 1), total_hits / max(total, 1)
         self.emit(ev.EvaluationEnd(split, loss, acc, int(total), str(checkpoint) if checkpoint else None, requested))
         return loss, acc
+
+    def _patience_ran_out(self, say: bool = True) -> bool:
+        """--patience N: N epochs without a better val_loss end the run as finished (on best.pt)."""
+        progress = self.progress
+        if not patience_ran_out(self.config.patience, progress.epoch, progress.best_epoch):
+            return False
+        if say:
+            self.emit(ev.Notice(early_stop_message(self.config.patience, progress.best_val_loss, progress.best_epoch)))
+        return True
 
     def _stop_during_evaluation(self) -> bool:
         if self.ranks.distributed:
@@ -387,7 +443,7 @@ class Trainer:
         if not self.prepared:
             self.prepare()
         path = self._write_report(split)
-        if self.progress.epoch > self.config.epochs:
+        if self.progress.epoch > self.config.epochs or self._patience_ran_out(say=False):
             self._state(RunState.FINISHED)
         else:
             self._state(RunState.STOPPED if self.position().started else RunState.IDLE)
@@ -418,6 +474,7 @@ class Trainer:
         path.write_text(json.dumps(report, indent=2))
         self.emit(ev.EvaluationEnd(split, report["loss"], report["accuracy"], report["images"], None, True))
         self.emit(ev.Notice(format_report(report) + f"\nreport written to {path}"))
+        self.emit(ev.ReportWritten(split, str(path)))
         return path
 
     # ---- checkpoints --------------------------------------------------------------------------
@@ -491,7 +548,7 @@ class Trainer:
             self.resume_notes = []
         self._state(RunState.TRAINING)
         try:
-            while self.progress.epoch <= self.config.epochs:
+            while self.progress.epoch <= self.config.epochs and not self._patience_ran_out():
                 if not self._one_epoch():
                     return RunOutcome.STOPPED
             return self._finish(start)
@@ -515,6 +572,13 @@ class Trainer:
     def _one_epoch(self) -> bool:
         """Train, validate, keep the best, save last.pt; False when a stop request ended it."""
         epoch, progress = self.progress.epoch, self.progress
+        if self.run_dir is not None and getattr(self, "_checkpoints", None) is None:
+            # The snapshot's buffers are made while this epoch trains (after a step, when Adam's
+            # moments exist), not between two epochs at the first save.
+            self._checkpoints = CheckpointWriter()
+            self._checkpoints.reserve_after_step(
+                self.optimizer, lambda: {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+            )
         if not self.train_one_epoch(epoch):
             return False
         result = self.evaluate("val")
@@ -546,8 +610,9 @@ class Trainer:
             raise
         if improved:
             # Said once the weights are snapshotted, before they are durable ("Saving Model!", as in
-            # the tutorial): a write that then fails ends the run as Failed, "kept in memory", at the
-            # next wait, with best_val_loss put back, so no best is ever claimed that a retry skips.
+            # the tutorial; on the final epoch they are on disk by now). A write that then fails ends
+            # the run as Failed, "kept in memory", at the next wait, with best_val_loss put back to
+            # what best.pt on disk holds, so that the retry saves a best again.
             self.emit(ev.BestCheckpoint(epoch, previous[0], val_loss, str(path)))
         self.emit(
             ev.EpochEnd(
@@ -583,7 +648,7 @@ class Trainer:
         best = run_path / "best.pt"
         final_model = self.model
         if best.exists():
-            final_model = AlexNet(self.model.num_classes, self.model.image_size, self.model.width)
+            final_model = build_model(self.config.arch, self.model.num_classes, self.model.image_size, self.model.width)
             final_model.load_state_dict(load_checkpoint(best)["model"])
             final_model = final_model.to(self.device, memory_format=self.memory_format)
         split = "test" if self.data is not None and self.data.test is not None else "val"

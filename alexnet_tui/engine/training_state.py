@@ -15,7 +15,7 @@ from alexnet_tui.config import TrainConfig
 from alexnet_tui.engine.checkpoint import CHECKPOINT_FORMAT
 from alexnet_tui.engine.window import EpochTotals
 from alexnet_tui.errors import UsageError
-from alexnet_tui.model import ARCHITECTURE, AlexNet
+from alexnet_tui.model import ARCHITECTURE
 
 
 class RunOutcome(enum.Enum):
@@ -43,8 +43,20 @@ class RunPosition:
 
 
 # Options that decide what a run is: changing one on resume would make it another run.
-RUN_IDENTITY = ("seed", "val_split", "test_split", "batch_size", "image_size", "width", "num_classes", "demo_size")
-NOT_COMPARED = ("out", "resume")
+RUN_IDENTITY = (
+    "seed",
+    "val_split",
+    "test_split",
+    "batch_size",
+    "image_size",
+    "width",
+    "num_classes",
+    "demo_size",
+    "arch",
+    "pretrained",
+    "freeze",  # the optimizer holds state for the trainable parameters only
+)
+NOT_COMPARED = ("out", "resume", "weights", "verify")  # the weights file is read at a run's start only
 
 
 def resume_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
@@ -52,6 +64,8 @@ def resume_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     current = config.to_dict()
     changed = [key for key in current if key not in NOT_COMPARED and key in saved and saved[key] != current[key]]
     refused = [key for key in changed if key in RUN_IDENTITY]
+    if "weight_decay" in changed and (saved["weight_decay"] > 0) != (config.weight_decay > 0):
+        refused.append("weight_decay")  # Adam <-> AdamW: the optimizer's saved state has other groups
     if refused:
         key = refused[0]
         option = "--" + key.replace("_", "-")
@@ -69,12 +83,13 @@ class RunProgress:
     totals: EpochTotals = field(default_factory=EpochTotals)
     best_val_loss: float = math.inf
     best_epoch: int | None = None
+    step: int = 0  # optimizer steps taken in the whole run: the learning rate schedule's position
 
     def next_epoch(self) -> None:
         self.epoch, self.batch, self.totals = self.epoch + 1, 0, EpochTotals()
 
 
-def unwrap(model: nn.Module) -> AlexNet:
+def unwrap(model: nn.Module) -> nn.Module:
     """The plain model inside DDP (`module.`) and torch.compile (`_orig_mod.`) wrappers."""
     model = getattr(model, "_orig_mod", model)
     return getattr(model, "module", model)
@@ -92,7 +107,8 @@ def weights_payload(
     plain = unwrap(model)
     return {
         "format": CHECKPOINT_FORMAT,
-        "architecture": ARCHITECTURE,
+        "architecture": ARCHITECTURE,  # "one of ours", whatever the arch (kept so older checkpoints load)
+        "arch": getattr(plain, "arch", "tutorial"),
         "model": plain.state_dict(),
         "num_classes": plain.num_classes,
         "image_size": plain.image_size,
@@ -123,6 +139,7 @@ def training_payload(
         optimizer=optimizer.state_dict(),
         scaler=scaler.state_dict() if scaler.is_enabled() else None,
         partial=progress.totals.to_list(),
+        schedule={"step": progress.step},  # the lr schedule is a function of this step (engine/recipe.py)
         # RNG states as tensors: torch.load(weights_only=True) refuses numpy or pickled objects.
         rng={
             "torch": torch.get_rng_state(),
@@ -159,4 +176,5 @@ def restore_training(
         EpochTotals(*payload["partial"]),
         payload["best_val_loss"],
         payload["best_epoch"],
+        (payload.get("schedule") or {}).get("step", 0),
     )

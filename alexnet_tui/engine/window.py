@@ -17,6 +17,7 @@ class BatchFigures:
     hits: float
     readable: float
     images: float
+    lr: float | None = None  # the learning rate of the step (kept on the host, not read back)
 
 
 @dataclass
@@ -56,11 +57,13 @@ class MetricWindow:
     def restart(self) -> None:
         """Start timing afresh (after a report, a pause or an evaluation)."""
         self._stats.clear()
+        self._lrs: list[float | None] = []
         self.started = time.perf_counter()
         self.data_wait = 0.0  # seconds this window spent waiting for the loader
 
-    def add(self, stats: torch.Tensor) -> None:
+    def add(self, stats: torch.Tensor, lr: float | None = None) -> None:
         self._stats.append(stats)
+        self._lrs.append(lr)
 
     def __len__(self) -> int:
         return len(self._stats)
@@ -70,7 +73,8 @@ class MetricWindow:
 
     def read(self) -> tuple[list[BatchFigures], float, float]:
         """The window's batches, its seconds and the share of them spent waiting for data; restarts."""
-        rows = [BatchFigures(*row) for row in torch.stack(self._stats).tolist()] if self._stats else []
+        values = torch.stack(self._stats).tolist() if self._stats else []
+        rows = [BatchFigures(*row, lr=lr) for row, lr in zip(values, self._lrs, strict=True)]
         seconds = self.elapsed()
         wait_share = min(1.0, self.data_wait / seconds)
         self.restart()
