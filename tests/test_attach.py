@@ -9,7 +9,7 @@ from textual.widgets import DataTable
 
 from alexnet_tui.cli import main
 from alexnet_tui.config import TrainConfig
-from alexnet_tui.engine import Control, RunOutcome, RunState, Trainer
+from alexnet_tui.engine import Control, RunOutcome, RunState
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.follow import MetricsFollower
 from alexnet_tui.engine.remote import RemoteControl, newest_live_run, run_is_live

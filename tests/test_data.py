@@ -105,3 +105,9 @@ def test_load_data_on_a_folder_and_on_demo(pet_folder):
 def test_cats_vs_dogs_missing_says_how_to_get_it():
     with pytest.raises(UsageError, match="alexnet-tui download"):
         load_data(TrainConfig())
+
+
+def test_the_demo_picks_its_own_image_size_and_typed_options_win():
+    assert TrainConfig(data="demo").image_size == 96
+    assert TrainConfig(data="demo", image_size=227).image_size == 227
+    assert TrainConfig().image_size == 227 and TrainConfig(arch="torchvision").image_size == 224

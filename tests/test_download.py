@@ -353,4 +353,4 @@ async def test_tui_offers_to_download_or_use_the_demo_set(tmp_path, serve, monke
         await wait_for(pilot, lambda: type(app.screen).__name__ == "DownloadOffer")
         await pilot.press("m")
         await wait_for(pilot, lambda: app.state == "finished", timeout=60)
-        assert app.config.data == "demo"
+        assert app.config.data == "demo" and app.config.image_size == 96  # the demo's own size, in the form too

@@ -37,3 +37,16 @@ def test_evaluate_refuses_a_checkpoint_for_other_classes(tmp_path, pet_folder, c
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", "run", "--data", str(pet_folder)]) == 2
     assert "made for 3 classes, this data has 2" in capsys.readouterr().err
+
+
+def test_evaluate_writes_a_self_contained_html_report(tmp_path, pet_folder, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--no-ui", *TINY_ARGS, "--data", str(pet_folder), "--epochs", "1", "--out", "run"]) == 0
+    assert main(["evaluate", "--checkpoint", "run", "--split", "val", "--html", "report.html"]) == 0
+    page = (tmp_path / "report.html").read_text()
+    report = json.loads((tmp_path / "run" / "evaluation-val.json").read_text())
+    assert "<h2>Confusion matrix</h2>" in page and "Cat" in page and "Dog" in page
+    assert f"accuracy {report['accuracy']:.5f}" in page
+    assert page.count("data:image/jpeg;base64,") == len(report["most_confident_mistakes"])  # thumbnails inlined
+    assert "http://" not in page and "https://" not in page  # nothing to fetch: opens offline
+    assert main(["evaluate", "--checkpoint", "run", "--html", str(tmp_path / "missing" / "r.html")]) == 2

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alexnet_tui.cli import main
 from alexnet_tui.engine.checkpoint import load_checkpoint
 from alexnet_tui.metrics import read_metrics
-from tests.conftest import ROOT, TINY_ARGS, run_cli
+from tests.conftest import ROOT, TINY_ARGS
 
 FOLDER_ARGS = [*TINY_ARGS, "--workers", "1", "--batch-size", "4"]  # later options win
 
@@ -44,7 +45,7 @@ def wait_until(condition, timeout: float = 120, what: str = "the condition") -> 
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_to_the_process_group_stops_gracefully_with_loader_workers(tmp_path, pet_folder, sig, code):
+def test_a_signal_to_the_process_group_stops_gracefully_with_loader_workers(tmp_path, pet_folder, capsys, sig, code):
     """Ctrl+C in a terminal (or scancel, systemctl stop) signals the loader workers too."""
     run = tmp_path / "run"
     process = subprocess.Popen(
@@ -68,9 +69,9 @@ def test_a_signal_to_the_process_group_stops_gracefully_with_loader_workers(tmp_
     saved = load_checkpoint(run / "last.pt")
     assert (saved["epoch"], saved["batch"]) == (stopped[0]["epoch"], stopped[0]["batch"])
     if sig == signal.SIGINT:  # the resume line means what it says
-        resumed = run_cli("--no-ui", "--resume", str(run), "--epochs", str(stopped[0]["epoch"]), cwd=tmp_path)
-        assert resumed.returncode == 0, resumed.stderr
-        assert f"resuming at epoch {stopped[0]['epoch']:02d}, batch {stopped[0]['batch']}" in resumed.stdout
+        assert main(["--no-ui", "--resume", str(run), "--epochs", str(stopped[0]["epoch"])]) == 0
+        resumed = capsys.readouterr().out
+        assert f"resuming at epoch {stopped[0]['epoch']:02d}, batch {stopped[0]['batch']}" in resumed
 
 
 def test_ctrl_c_during_the_scan_stops_cleanly_and_is_not_forgotten(tmp_path):

@@ -1,4 +1,5 @@
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
@@ -61,6 +62,7 @@ async def test_start_streams_rows_and_finishes_with_checkpoints(tmp_path):
         await wait_for(pilot, lambda: len(results.lines) > 0, timeout=30)
         text = "".join(segment.text for line in results.lines for segment in line)
         assert text.startswith(f"{image}: ") and "checks" in text and "spots" in text
+        assert app.query_one("#predict-picture").image == str(image)  # the picture beside its classes
         await pilot.press("escape", "q")
     assert app.return_value == 0
 
@@ -254,3 +256,24 @@ def test_the_panel_says_where_a_step_waits():
 
     assert verdict(0.5).startswith("data-bound: raise --workers")
     assert verdict(0.02).startswith("compute-bound") and verdict(0.2) is None and verdict(None) is None
+
+
+@pytest.mark.asyncio
+async def test_the_report_tab_shows_the_confusion_and_the_mistakes_with_their_pictures(tmp_path, pet_folder):
+    app = AlexNetApp(tiny_config(tmp_path, data=str(pet_folder), epochs=1, batch_size=4))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.state == "finished")
+        await pilot.press("e")
+        confusion = app.query_one("#confusion", DataTable)
+        await wait_for(pilot, lambda: confusion.row_count == 2)
+        await pilot.press("5")
+        report = json.loads((tmp_path / "run" / "evaluation-val.json").read_text())
+        cells = [[str(cell) for cell in confusion.get_row_at(row)[1:]] for row in range(2)]
+        assert cells == [[str(count) for count in row] for row in report["confusion_matrix"]]
+        mistakes = app.query_one("#mistakes", DataTable)
+        assert mistakes.row_count == len(report["most_confident_mistakes"])
+        if mistakes.row_count:
+            picture = app.query_one("#mistake-picture")
+            assert str(picture.image) == report["most_confident_mistakes"][0]["image"]
+        await pilot.press("q")

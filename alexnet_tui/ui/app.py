@@ -36,6 +36,7 @@ from alexnet_tui.ui.run_display import RunDisplay, guess_classes
 from alexnet_tui.ui.screens import ConfirmQuit, DownloadOffer, DownloadProgress, HelpScreen
 from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
+from alexnet_tui.ui.widgets.report import ReportPane
 from alexnet_tui.ui.widgets.settings import SettingsForm
 from alexnet_tui.ui.widgets.system import SystemPanel
 from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
@@ -63,7 +64,8 @@ class AlexNetApp(RunDisplay, App[int]):
         Binding("2", "show_tab('model')", "Model", show=False),
         Binding("3", "show_tab('charts-tab')", "Charts", show=False),
         Binding("4", "show_tab('predict')", "Predict", show=False),
-        Binding("5", "show_tab('log')", "Log", show=False),
+        Binding("5", "show_tab('report')", "Report", show=False),
+        Binding("6", "show_tab('log')", "Log", show=False),
     ]
 
     state: reactive[RunState] = reactive(RunState.IDLE, bindings=True)
@@ -126,6 +128,8 @@ class AlexNetApp(RunDisplay, App[int]):
                 yield SystemPanel(id="system")
             with TabPane("Predict", id="predict"):
                 yield PredictPane()
+            with TabPane("Report", id="report"):
+                yield ReportPane()
             with TabPane("Log", id="log"):
                 yield RichLog(id="log-view", wrap=True, markup=False, max_lines=2000)
         with Horizontal(id="progress"):
@@ -154,9 +158,9 @@ class AlexNetApp(RunDisplay, App[int]):
     # ---- model summary ------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="summary", exit_on_error=False)
     def compute_summary(self, num_classes: int, image_size: int) -> None:
-        from alexnet_tui.model import AlexNet, summary_text
+        from alexnet_tui.model import build_model, summary_text
 
-        text = summary_text(AlexNet(num_classes, image_size, self.config.width))
+        text = summary_text(build_model(self.config.arch, num_classes, image_size, self.config.width))
         self.call_from_thread(self.show_summary, text)  # once per run, not per batch
 
     def show_summary(self, text: str) -> None:
@@ -286,7 +290,7 @@ class AlexNetApp(RunDisplay, App[int]):
 
     def download_choice(self, choice: str | None) -> None:
         if choice == "demo":
-            self.query_one("#field-data", Input).value = "demo"
+            self.query_one(SettingsForm).use_demo()
             self.action_start()
         elif choice == "download":
             from alexnet_tui import download

@@ -14,6 +14,7 @@ from alexnet_tui.headless import format_epoch
 from alexnet_tui.ui import terminal
 from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
+from alexnet_tui.ui.widgets.report import ReportPane
 from alexnet_tui.ui.widgets.system import SystemPanel
 from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
 
@@ -71,6 +72,8 @@ class RunDisplay(Base):
             self.query_one(BatchTable).clear()
             self.query_one(EpochTable).reset()
             self.log_line("metrics.jsonl was truncated or replaced: reading it again from the start")
+        elif isinstance(event, ev.ReportWritten):
+            self.query_one(ReportPane).load(Path(event.path))
         elif isinstance(event, ev.Progress):
             self.show_progress(event)
         elif isinstance(event, ev.StateChanged):

@@ -20,7 +20,7 @@ HELP_TEXT = """\
   x   stop at the next batch boundary; last.pt is written
   e   evaluate on the validation set now (idle, paused or stopped)
   q   quit (asks first while a run is busy)
-  1-5  show the Train, Model, Charts, Predict and Log tabs
+  1-6  show the Train, Model, Charts, Predict, Report and Log tabs
   tab  move between the settings fields; enter starts, escape leaves a field
   ?   this help
 

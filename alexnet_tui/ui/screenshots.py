@@ -43,6 +43,19 @@ async def take(folder: Path) -> None:
             await pilot.press("q")
 
 
+def write_demo_folder(root: Path, count: int) -> None:
+    """The demo images as JPEG files in one folder per class, as a user's data would be."""
+    from PIL import Image
+
+    from alexnet_tui.data.demo import DEMO_CLASSES, demo_image
+
+    for name in DEMO_CLASSES:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        pixels, label = demo_image(index, 160, seed=7)
+        Image.fromarray(pixels).save(root / DEMO_CLASSES[label] / f"{index}.jpg", quality=90)
+
+
 async def take_attached(folder: Path) -> None:
     """A run training in the background, as another process's would, and a screen attached to it,
     paused from that screen."""
@@ -53,7 +66,8 @@ async def take_attached(folder: Path) -> None:
 
     with tempfile.TemporaryDirectory() as work:
         os.chdir(work)
-        config = TrainConfig(data="demo", image_size=96, epochs=20, demo_size=300, out="runs/demo-attached")
+        write_demo_folder(Path("pictures"), 300)  # files, so the mistakes gallery has pictures to show
+        config = TrainConfig(data="pictures", image_size=96, epochs=20, out="runs/pictures", workers=1)
         trainer = Trainer(config)
         trainer.prepare()
         metrics = MetricsWriter(trainer.position().run_dir / "metrics.jsonl")
@@ -61,13 +75,18 @@ async def take_attached(folder: Path) -> None:
         thread = threading.Thread(target=trainer.fit)
         thread.start()
         try:
-            app = AlexNetApp(TrainConfig(), attach=Path("runs/demo-attached"))
+            app = AlexNetApp(TrainConfig(), attach=Path("runs/pictures"))
             async with app.run_test(size=(100, 30), notifications=True) as pilot:
                 await wait_for(pilot, lambda: app.query_one("#epochs").row_count >= 1)
                 await pilot.press("p")
                 await wait_for(pilot, lambda: app.state == RunState.PAUSED)
                 await pilot.pause(0.5)
                 app.save_screenshot("attached.svg", str(folder))
+                await pilot.press("e")
+                await wait_for(pilot, lambda: app.query_one("#confusion").row_count == 3)
+                await pilot.press("5")
+                await pilot.pause(1.0)
+                app.save_screenshot("report.svg", str(folder))
                 await pilot.press("q")
         finally:
             trainer.control.request_stop("screenshots taken")

@@ -1,4 +1,4 @@
-"""The Predict tab: type an image path, see the top classes from the run's best.pt."""
+"""The Predict tab: type an image path, see the picture and its top classes from the run's best.pt."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, RichLog
 from textual.worker import Worker, WorkerState
+from textual_image.widget import Image as Picture
 
 
 class PredictPane(Vertical):
     DEFAULT_CSS = """
     PredictPane { padding: 0 1; }
-    PredictPane RichLog { height: 1fr; }
+    PredictPane #predict-body { height: 1fr; }
+    PredictPane RichLog { width: 1fr; }
+    PredictPane Picture { width: 36; height: 16; }
     """
 
     def __init__(self) -> None:
@@ -24,7 +27,9 @@ class PredictPane(Vertical):
     def compose(self) -> ComposeResult:
         yield Label("image path (enter to predict with the run's best.pt):")
         yield Input(placeholder="path/to/image.jpg", id="predict-path", compact=True)
-        yield RichLog(id="predict-results", wrap=True, markup=False, max_lines=200)
+        with Horizontal(id="predict-body"):
+            yield RichLog(id="predict-results", wrap=True, markup=False, max_lines=200)
+            yield Picture(id="predict-picture")
 
     @on(Input.Submitted, "#predict-path")
     def predict_path(self, message: Input.Submitted) -> None:
@@ -38,7 +43,7 @@ class PredictPane(Vertical):
         self.predict(best, path)
 
     @work(thread=True, group="predict", exit_on_error=False)
-    def predict(self, best: Path, image: str) -> str:
+    def predict(self, best: Path, image: str) -> tuple[str, str | None]:
         """A fresh model from best.pt on the CPU: the training worker keeps the live model to itself.
         Returns the line; the UI thread shows it (a worker never touches widgets)."""
         import torch
@@ -48,15 +53,17 @@ class PredictPane(Vertical):
 
         payload = load_checkpoint(best)
         device = torch.device("cpu")
-        line, _ = predict_image(model_from_checkpoint(payload, device), payload, image, 3, device)
-        return line
+        line, readable = predict_image(model_from_checkpoint(payload, device), payload, image, 3, device)
+        return line, image if readable else None
 
     @on(Worker.StateChanged)
     def predicted(self, message: Worker.StateChanged) -> None:
         if message.worker.group != "predict":
             return
         if message.state == WorkerState.SUCCESS:
-            self.show(str(message.worker.result))
+            line, picture = message.worker.result
+            self.show(line)
+            self.query_one("#predict-picture", Picture).image = picture  # the image beside its classes
         elif message.state == WorkerState.ERROR:
             self.show(f"cannot predict: {message.worker.error}")
 

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, Label
 
-from alexnet_tui.config import TrainConfig
+from alexnet_tui.config import TrainConfig, default_image_size
 from alexnet_tui.errors import UsageError
 
 FIELDS: list[tuple[str, str, type]] = [
@@ -39,6 +39,13 @@ class SettingsForm(Vertical):
             yield Label(label)
             yield Input(str(getattr(self.config, name)), id=f"field-{name}", compact=True)
         yield Label("tab: edit fields  enter: start\nesc: leave field  s: start", id="settings-hint")
+
+    def use_demo(self) -> None:
+        """The demo set, at its own image size unless the field was changed from the default."""
+        self.query_one("#field-data", Input).value = "demo"
+        size = self.query_one("#field-image_size", Input)
+        if size.value.strip() == str(default_image_size(self.config.data, self.config.arch)):
+            size.value = str(default_image_size("demo", self.config.arch))
 
     def read_config(self, base: TrainConfig) -> TrainConfig:
         values = base.to_dict()
