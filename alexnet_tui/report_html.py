@@ -20,7 +20,7 @@ th:first-child, td:first-child { text-align: left; }
 .gallery { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; width: 180px; font-size: 0.85em; }
 figure img { width: 160px; height: 160px; object-fit: contain; background: #f6f8fa; }
-.missing { width: 160px; height: 160px; background: #f6f8fa; display: flex; align-items: center; justify-content: center; }
+.missing { width: 160px; height: 160px; background: #f6f8fa; display: flex; align-items: center; }
 """
 
 
@@ -67,7 +67,8 @@ def render_html(report: dict[str, Any]) -> str:
     for index, (name, row) in enumerate(zip(names, report["confusion_matrix"], strict=True)):
         total = max(sum(row), 1)
         cells = "".join(
-            f"<td style='{cell_colour(count / total, column == index)}'>{count}</td>" for column, count in enumerate(row)
+            f"<td style='{cell_colour(count / total, column == index)}'>{count}</td>"
+            for column, count in enumerate(row)
         )
         parts.append(f"<tr><th>{escape(name)}</th>{cells}</tr>")
     parts.append("</table><h2>Most confident mistakes</h2><div class='gallery'>")
