@@ -219,6 +219,8 @@ async def test_charts_and_system_panel_follow_the_run():
         await pilot.press("3")
         await pilot.pause(1.2)
         assert len(app.query_one("#chart-batch-loss", Chart).values) == 12
+        assert list(app.query_one("#chart-batch-lr", Chart).values) == [1e-4] * 12  # the learning rate too
+        assert app.query_one("#batches", DataTable).get_row_at(0)[-1] == "1.00e-04"
         assert list(app.query_one("#chart-val-loss", Chart).values) == pytest.approx([0.8, 0.6])
         assert "best: epoch 2" in str(app.query_one("#chart-val-loss Label").render())
         system = str(app.query_one(SystemPanel).render())

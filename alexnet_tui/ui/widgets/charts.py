@@ -37,7 +37,7 @@ class Chart(Vertical):
         self.values.extend(values)
         self.query_one(Sparkline).data = list(self.values)
         low, high = min(self.values), max(self.values)
-        self.query_one(Label).update(f"{self.caption}: {values[-1]:.4f}  (min {low:.4f}, max {high:.4f}){note}")
+        self.query_one(Label).update(f"{self.caption}: {values[-1]:.4g}  (min {low:.4g}, max {high:.4g}){note}")
 
 
 class TrainingCharts(Vertical):
@@ -52,6 +52,7 @@ class TrainingCharts(Vertical):
     def compose(self) -> ComposeResult:
         yield Chart("running loss per batch", "chart-batch-loss")
         yield Chart("running accuracy per batch", "chart-batch-acc")
+        yield Chart("learning rate per batch", "chart-batch-lr")
         yield Chart("train loss per epoch", "chart-train-loss")
         yield Chart("val loss per epoch", "chart-val-loss")
         yield Chart("val accuracy per epoch", "chart-val-acc")
@@ -59,6 +60,7 @@ class TrainingCharts(Vertical):
     def add_batches(self, rows: list[ev.BatchEnd]) -> None:
         self.query_one("#chart-batch-loss", Chart).extend([row.running_loss for row in rows])
         self.query_one("#chart-batch-acc", Chart).extend([row.running_acc for row in rows])
+        self.query_one("#chart-batch-lr", Chart).extend([row.lr for row in rows if row.lr is not None])
 
     def add_epoch(self, event: ev.EpochEnd) -> None:
         if event.best:

@@ -14,7 +14,7 @@ class BatchTable(DataTable):
         super().__init__(id="batches", cursor_type="none", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        self.add_columns("epoch", "batch", "loss", "acc", "run loss", "run acc", "img/s")
+        self.add_columns("epoch", "batch", "loss", "acc", "run loss", "run acc", "img/s", "lr")
 
     def add_batches(self, rows: list[ev.BatchEnd]) -> None:
         """Many rows in one go: the drain hands over everything since the last screen update."""
@@ -27,6 +27,7 @@ class BatchTable(DataTable):
                 f"{row.running_loss:.5f}",
                 f"{row.running_acc:.5f}",
                 f"{row.images_per_sec:.1f}",
+                f"{row.lr:.2e}" if row.lr is not None else "-",
             )
         while self.row_count > MAX_BATCH_ROWS:
             self.remove_row(next(iter(self.rows)))
