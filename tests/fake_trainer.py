@@ -79,7 +79,8 @@ class ScriptedTrainer:
             for batch in range(1, BATCHES + 1):
                 loss = 1.1 - 0.05 * (epoch - 1) * BATCHES - 0.05 * batch
                 left = (EPOCHS - epoch) * BATCHES + BATCHES - batch
-                row = ev.BatchEnd(epoch, EPOCHS, batch, BATCHES, loss, 0.5, loss + 0.01, 0.5, 40.0, 0.0, left * 0.8, 1e-4)
+                row = ev.BatchEnd(epoch, EPOCHS, batch, BATCHES, loss, 0.5, loss + 0.01, 0.5, 40.0, 0.0, left * 0.8)
+                row.lr = 1e-4
                 self.emit(dataclasses.replace(row, time=0))
                 if self.hold_at == (epoch, batch):
                     self.control.stop_event.wait(3)  # long enough for a snapshot; the app may exit without a stop

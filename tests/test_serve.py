@@ -49,17 +49,18 @@ def test_the_browser_shows_the_live_run_and_its_keys_steer_it(tmp_path):
     port = free_port()
     server = None
     try:
-        wait_until(lambda: events(run, "batch"), "training to start")
-        server = subprocess.Popen([*command, "serve", str(run), "--port", str(port)], env=env, cwd=tmp_path,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, "the server")
         frames: list[bytes] = []
         with sync_playwright() as playwright:
+            # The browser starts while the run does: both take seconds.
             browser = playwright.chromium.launch(
                 executable_path=CHROMIUM,
                 args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
             )
             page = browser.new_page(viewport={"width": 1000, "height": 700})
+            wait_until(lambda: events(run, "batch"), "training to start")
+            server = subprocess.Popen([*command, "serve", str(run), "--port", str(port)], env=env, cwd=tmp_path,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, "the server")
             page.on("websocket", lambda ws: ws.on("framereceived", lambda data: frames.append(
                 data if isinstance(data, bytes) else data.encode())))  # fmt: skip
             page.goto(f"http://127.0.0.1:{port}", wait_until="domcontentloaded")

@@ -1,8 +1,10 @@
-"""fit / train_one_epoch / evaluate for the tutorial's AlexNet; reports through events, never prints."""
+"""fit / train_one_epoch for the tutorial's AlexNet; reports through events, never prints.
+
+Set-up is in setup.py, what happens at a batch boundary in steering.py, the evaluation passes in
+evaluating.py; each is mixed into Trainer, so one object holds a run and this file reads as the loop."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -13,53 +15,44 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from alexnet_tui.config import TrainConfig
-from alexnet_tui.data import DataBundle, load_data
+from alexnet_tui.data import DataBundle
 from alexnet_tui.data.images import UNREADABLE
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.augment import augmented_input
-from alexnet_tui.engine.checkpoint import CheckpointSaveError, check_compatible, load_checkpoint
+from alexnet_tui.engine.checkpoint import CheckpointSaveError, load_checkpoint
 from alexnet_tui.engine.checkpoint_writer import CheckpointWriter
-from alexnet_tui.engine.control import Control, StoppedBeforeStart
-from alexnet_tui.engine.device import describe, resolve_amp, resolve_device
-from alexnet_tui.engine.distributed import agree, all_reduce_sum, init_distributed, launched_ranks, weights_agree
-from alexnet_tui.engine.evaluation import loss_and_accuracy
-from alexnet_tui.engine.loaders import EpochBatchSampler, default_workers, make_loader, shut_down
+from alexnet_tui.engine.control import Control
+from alexnet_tui.engine.device import describe
+from alexnet_tui.engine.distributed import all_reduce_sum, launched_ranks, weights_agree
+from alexnet_tui.engine.evaluating import Evaluations
+from alexnet_tui.engine.loaders import shut_down
 from alexnet_tui.engine.recipe import (
-    LearningRate,
     early_stop_message,
-    make_optimizer,
     patience_ran_out,
-    start_from,
-    training_criterion,
 )
 from alexnet_tui.engine.run_dir import RunDirectory
+from alexnet_tui.engine.setup import Setup
+from alexnet_tui.engine.steering import DIST_SYNC_BATCHES, Steering
 from alexnet_tui.engine.tensors import to_model_input
 from alexnet_tui.engine.training_state import (
     RunOutcome,
     RunPosition,
     RunProgress,
     TrainingDiverged,
-    restore_training,
-    resume_changes,
     training_payload,
     weights_payload,
 )
 from alexnet_tui.engine.window import MetricWindow
-from alexnet_tui.errors import UsageError
 from alexnet_tui.model import build_model
 
 RunState = ev.RunState
 REPORT_INTERVAL_S = 0.1  # metrics are read back from the device at most this often
-REQUEST_POLL_S = 0.2  # the run directory is looked at for requests at most this often while training
-DIST_SYNC_BATCHES = 8  # under DDP, ranks agree on stopping and read metrics back every this many batches
 
 
-class Trainer:
+class Trainer(Setup, Steering, Evaluations):
     """One run: prepare() once, then fit() (again after a stop, to go on) or evaluate_now()."""
 
     def __init__(
@@ -95,114 +88,6 @@ class Trainer:
         return RunPosition(
             self.prepared, self.progress.epoch, self.progress.batch, self.run_dir.path if self.run_dir else None
         )
-
-    # ---- set-up -------------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Resolve the device, load the data, build model and optimizer, restore a checkpoint.
-        Raises UsageError for anything the user must fix; writes nothing before all checks pass."""
-        config = self.config.validate()
-        self.device = init_distributed(self.ranks, config.device) if self.ranks.distributed else None
-        self.device = self.device or resolve_device(config.device)
-        resumed = load_checkpoint(config.resume) if config.resume else None
-        if resumed is not None and "optimizer" not in resumed:
-            raise UsageError(f"--resume {resumed['path']}: holds weights only; resume from last.pt or its run folder")
-        # Checked before the data is scanned and before anything is written; a resume has them in last.pt.
-        imagenet = self._pretrained_weights() if config.pretrained and resumed is None else None
-        if self.data is None:
-            self._state(RunState.PREPARING)
-            # Under DDP rank 0 scans and fills the caches first; the others then find them ready.
-            if self.ranks.distributed and not self.ranks.main:
-                dist.barrier()
-            kept_split = resumed.get("split") if resumed is not None else None
-            checking = ev.ProgressThrottle(self.emit, "checking images")
-            self.data = load_data(config, kept_split, lambda: self.control.stop_requested, checking)
-            if self.ranks.distributed and self.ranks.main:
-                dist.barrier()
-        if self.control.stop_requested:
-            raise StoppedBeforeStart(self.control.stop_reason)
-        num_classes = config.num_classes or len(self.data.class_names)
-        if num_classes < len(self.data.class_names):
-            raise UsageError(
-                f"--num-classes {num_classes} is fewer than the {len(self.data.class_names)} classes in the data"
-            )
-        if resumed is not None:
-            check_compatible(resumed, num_classes, config.image_size, self.data.class_names, config.width, config.arch)
-            self.resume_notes = resume_changes(resumed["config"], config)
-        self._claim_run_dir(resumed)
-        torch.manual_seed(config.seed)
-        self.amp_dtype = resolve_amp(config.amp, self.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-            # TF32 for the fully connected layers; off by default since PyTorch 1.12.
-            torch.set_float32_matmul_precision("high")
-        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model = build_model(config.arch, num_classes, config.image_size, config.width)
-        self._start_from(imagenet)
-        self.model = self.model.to(self.device, memory_format=self.memory_format)
-        self.train_model: nn.Module = self.model
-        if self.ranks.distributed:
-            device_ids = [self.device] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
-            torch.manual_seed(config.seed + self.ranks.rank)  # different dropout masks on each rank
-        # fused Adam: one kernel over all 58M parameters instead of a Python loop (~7x faster here).
-        self.optimizer = make_optimizer(self.model, config)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.criterion = training_criterion(config)  # --label-smoothing applies to training only
-        self.eval_criterion = nn.CrossEntropyLoss(reduction="sum", ignore_index=UNREADABLE)
-        self.train_sampler = EpochBatchSampler(
-            len(self.data.train), config.batch_size, config.seed, config.limit_batches, self.ranks
-        )
-        self.learning_rate = LearningRate.for_run(config, self.train_sampler.total_batches())
-        if resumed is not None:
-            self.progress = restore_training(resumed, self.model, self.optimizer, self.scaler, self.device)
-            if "schedule" not in resumed:  # a last.pt from before the step was kept
-                self.progress.step = self.learning_rate.step_at(self.progress.epoch, self.progress.batch)
-        if self.run_dir is not None:
-            self.run_dir.write_config(config)
-        self.prepared = True
-
-    def _pretrained_weights(self) -> dict[str, torch.Tensor]:
-        """--pretrained: the ImageNet weights, downloaded once (with a progress bar), verified, checked."""
-        from alexnet_tui.engine.pretrained import pretrained_weights
-
-        progress = ev.ProgressThrottle(self.emit, "downloading ImageNet weights")
-        config = self.config
-        return pretrained_weights(config.weights, config.verify, lambda text: self.emit(ev.Notice(text)), progress)
-
-    def _start_from(self, imagenet: dict[str, torch.Tensor] | None) -> None:
-        """Load the ImageNet weights (all but the head) and freeze what --freeze says, saying both."""
-        for notice in start_from(self.model, imagenet, self.config.freeze):
-            self.emit(ev.Notice(notice))
-
-    def _claim_run_dir(self, resumed: dict | None) -> None:
-        """Rank 0 creates and locks the folder; under DDP the others learn its path."""
-        if self.ranks.main:
-            self.run_dir = RunDirectory.claim(self.config, resumed["path"] if resumed else None)
-        if self.ranks.distributed:
-            shared = [str(self.run_dir.path) if self.run_dir else ""]
-            dist.broadcast_object_list(shared, src=0)
-            self.shared_run_path = Path(shared[0])
-
-    def _loader(self, split: str) -> DataLoader:
-        if split not in self._loaders:
-            assert self.data is not None
-            workers = self.config.workers
-            workers = default_workers(self.data.in_memory) if workers is None else workers
-            options = dict(workers=workers, pin_memory=self.device.type == "cuda", seed=self.config.seed)
-            if split == "train":
-                self._loaders[split] = make_loader(self.data.train, batch_sampler=self.train_sampler, **options)
-            else:
-                dataset = self._dataset(split)
-                self._loaders[split] = make_loader(
-                    dataset, batch_size=self.config.batch_size, ranks=self.ranks, **options
-                )
-        return self._loaders[split]
-
-    def _dataset(self, split: str) -> Dataset:
-        assert self.data is not None
-        if split == "test" and self.data.test is not None:
-            return self.data.test
-        return self.data.val
 
     # ---- the hot loop -------------------------------------------------------------------------
     def _batch_seed(self, epoch: int, batch: int) -> int:
@@ -276,37 +161,6 @@ class Trainer:
         self._report(window, epoch, batches)
         return True
 
-    def _requests_at_boundary(self) -> tuple[bool, bool]:
-        """(evaluate now, pause or stop here). Under DDP the ranks agree every few batches."""
-        self._serve_requests()
-        if not self.ranks.distributed:
-            return self.control.take_evaluation_request(), self.control.stop_requested or self.control.paused
-        if self.progress.batch % DIST_SYNC_BATCHES:
-            return False, False
-        stop, pause, evaluate = self._agree()
-        return evaluate, stop or pause
-
-    def _agree(self) -> tuple[bool, bool, bool]:
-        """Under DDP: the same stop, pause and evaluate-now on every rank, mirrored into each Control."""
-        control = self.control
-        stop, pause, evaluate = agree(
-            control.stop_requested, control.paused, control.take_evaluation_request(), self.ranks, self.device
-        )
-        if stop and not control.stop_requested:
-            control.request_stop("another rank was asked to stop")
-        if not self.ranks.main:
-            control.pause() if pause else control.resume()
-        return stop, pause, evaluate
-
-    def _serve_requests(self, every_s: float = REQUEST_POLL_S) -> None:
-        """Requests from `attach` or a STOP file (rank 0 holds the folder), acknowledged on every screen."""
-        if self.run_dir is None or time.monotonic() - self._last_poll < every_s:
-            return
-        self._last_poll = time.monotonic()
-        for request in self.run_dir.take_requests():
-            self.control.apply(request.command, request.sender)
-            self.emit(ev.ControlAck(request.command, request.sender))
-
     def _report(self, window: MetricWindow, epoch: int, batches: int) -> None:
         """Read the window back once, add it to the epoch's totals and emit a BatchEnd per batch."""
         if not len(window):
@@ -347,80 +201,11 @@ class Trainer:
                 )
             )
 
-    def _at_boundary(self, epoch: int, evaluate_now: bool) -> bool:
-        """Serve pause and evaluate-now requests; False when the run must stop here."""
-        if evaluate_now and not self.control.stop_requested:
-            self._requested_evaluation()
-            if not self.control.paused:
-                self._state(RunState.TRAINING)
-        if self.control.paused and not self.control.stop_requested:
-            self._state(RunState.PAUSED)
-            while self.control.paused and not self.control.stop_requested:
-                self.control.wait_while_paused()
-                self._serve_requests(every_s=0)
-                evaluate_now = self.control.take_evaluation_request()
-                if self.ranks.distributed:
-                    _, _, evaluate_now = self._agree()  # every rank goes round this loop together
-                if evaluate_now:
-                    self._requested_evaluation()
-                    self._state(RunState.PAUSED)
-            if not self.control.stop_requested:
-                self._state(RunState.TRAINING)
-        if self.control.stop_requested:
-            self._stop(epoch)
-            return False
-        return True
-
-    def _requested_evaluation(self) -> None:
-        """The full report; under DDP (where the report is not sharded) loss and accuracy, all ranks."""
-        if self.ranks.distributed:
-            self.evaluate("val", requested=True)
-        else:
-            self._write_report("val")
-
     def _stop(self, epoch: int) -> None:
         path = self.save_last(wait=True)  # Stopped names a last.pt that is on disk
         self.emit(ev.Stopped(epoch, self.progress.batch, str(path), self.control.stop_reason))
         self.control.stop_served()
         self._state(RunState.STOPPED)
-
-    # ---- evaluation ---------------------------------------------------------------------------
-    def evaluate(
-        self,
-        split: str = "val",
-        checkpoint: Path | None = None,
-        model: nn.Module | None = None,
-        requested: bool = False,
-    ) -> tuple[float, float] | None:
-        """Loss and accuracy on a split; None if a stop request cut it short. `checkpoint` names
-        the weights being reported (the final evaluation of best.pt, in `model`), with --tta if asked."""
-        loader = self._loader(split)
-        limit = self.config.limit_batches
-        batches = min(len(loader), limit) if limit else len(loader)
-        tta = self.config.tta and checkpoint is not None
-        self._state(RunState.EVALUATING)
-        if tta:
-            self.emit(ev.Notice("--tta: each image's prediction is averaged with its mirror image's"))
-        self.emit(ev.EvaluationStarted(split, batches))
-        sums = loss_and_accuracy(
-            model or self.model,
-            loader,
-            batches,
-            self.eval_criterion,  # never label-smoothed: val_loss stays comparable between recipes
-            lambda images: to_model_input(images, self.device, None, self.memory_format),
-            self._autocast,
-            self._stop_during_evaluation,
-            ev.ProgressThrottle(self.emit, f"evaluating on {split}"),
-            tta=tta,
-        )
-        if sums is None:
-            return None
-        if self.ranks.distributed:
-            sums = all_reduce_sum(sums)
-        total_loss, total_hits, total = sums.tolist()  # one read-back for the whole pass
-        loss, acc = total_loss / max(total, 1), total_hits / max(total, 1)
-        self.emit(ev.EvaluationEnd(split, loss, acc, int(total), str(checkpoint) if checkpoint else None, requested))
-        return loss, acc
 
     def _patience_ran_out(self, say: bool = True) -> bool:
         """--patience N: N epochs without a better val_loss end the run as finished (on best.pt)."""
@@ -430,52 +215,6 @@ class Trainer:
         if say:
             self.emit(ev.Notice(early_stop_message(self.config.patience, progress.best_val_loss, progress.best_epoch)))
         return True
-
-    def _stop_during_evaluation(self) -> bool:
-        if self.ranks.distributed:
-            return False  # ranks must run the same collectives: they stop at the next training batch
-        self._serve_requests()
-        return self.control.stop_requested
-
-    def evaluate_now(self, split: str = "val") -> Path | None:
-        """`e` between runs (idle, stopped, finished), from the driver's thread: prepare if need
-        be, write the full report, and say the state the run is back in."""
-        if not self.prepared:
-            self.prepare()
-        path = self._write_report(split)
-        if self.progress.epoch > self.config.epochs or self._patience_ran_out(say=False):
-            self._state(RunState.FINISHED)
-        else:
-            self._state(RunState.STOPPED if self.position().started else RunState.IDLE)
-        return path
-
-    def _write_report(self, split: str) -> Path | None:
-        """What `e` asks for, in one pass: loss, accuracy, per-class metrics, confusion and the
-        most confident mistakes, into RUN_DIR/evaluation-SPLIT.json. None if a stop cut it short."""
-        from alexnet_tui.engine.report import evaluation_report, format_report
-
-        assert self.data is not None and self.run_dir is not None
-        self._state(RunState.EVALUATING)
-        dataset = self._dataset(split)
-        report = evaluation_report(
-            self.model,
-            self._loader(split),
-            dataset,
-            self.data.class_names,
-            self.device,
-            self.memory_format,
-            self._stop_during_evaluation,
-            on_progress=ev.ProgressThrottle(self.emit, f"evaluation report on {split}"),
-        )
-        if report is None:
-            return None
-        report.update(split=split, epoch=self.progress.epoch, batch=self.progress.batch)
-        path = self.run_dir.path / f"evaluation-{split}.json"
-        path.write_text(json.dumps(report, indent=2))
-        self.emit(ev.EvaluationEnd(split, report["loss"], report["accuracy"], report["images"], None, True))
-        self.emit(ev.Notice(format_report(report) + f"\nreport written to {path}"))
-        self.emit(ev.ReportWritten(split, str(path)))
-        return path
 
     # ---- checkpoints --------------------------------------------------------------------------
     # Off the hot path: the state is copied to the CPU here, on the training thread (training goes on

@@ -1,0 +1,109 @@
+"""Evaluation passes: the validation that picks the checkpoint, the final report on best.pt, and the
+full report `e` asks for. Mixed into the Trainer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from alexnet_tui.engine import events as ev
+from alexnet_tui.engine.distributed import all_reduce_sum
+from alexnet_tui.engine.evaluation import loss_and_accuracy
+from alexnet_tui.engine.tensors import to_model_input
+
+if TYPE_CHECKING:
+    from alexnet_tui.engine.trainer import Trainer
+
+    Base = Trainer
+else:
+    Base = object
+
+RunState = ev.RunState
+
+
+class Evaluations(Base):
+    def evaluate(
+        self,
+        split: str = "val",
+        checkpoint: Path | None = None,
+        model: nn.Module | None = None,
+        requested: bool = False,
+    ) -> tuple[float, float] | None:
+        """Loss and accuracy on a split; None if a stop request cut it short. `checkpoint` names
+        the weights being reported (the final evaluation of best.pt, in `model`), with --tta if asked."""
+        loader = self._loader(split)
+        limit = self.config.limit_batches
+        batches = min(len(loader), limit) if limit else len(loader)
+        tta = self.config.tta and checkpoint is not None
+        self._state(RunState.EVALUATING)
+        if tta:
+            self.emit(ev.Notice("--tta: each image's prediction is averaged with its mirror image's"))
+        self.emit(ev.EvaluationStarted(split, batches))
+        sums = loss_and_accuracy(
+            model or self.model,
+            loader,
+            batches,
+            self.eval_criterion,  # never label-smoothed: val_loss stays comparable between recipes
+            lambda images: to_model_input(images, self.device, None, self.memory_format),
+            self._autocast,
+            self._stop_during_evaluation,
+            ev.ProgressThrottle(self.emit, f"evaluating on {split}"),
+            tta=tta,
+        )
+        if sums is None:
+            return None
+        if self.ranks.distributed:
+            sums = all_reduce_sum(sums)
+        total_loss, total_hits, total = sums.tolist()  # one read-back for the whole pass
+        loss, acc = total_loss / max(total, 1), total_hits / max(total, 1)
+        self.emit(ev.EvaluationEnd(split, loss, acc, int(total), str(checkpoint) if checkpoint else None, requested))
+        return loss, acc
+
+    def _stop_during_evaluation(self) -> bool:
+        if self.ranks.distributed:
+            return False  # ranks must run the same collectives: they stop at the next training batch
+        self._serve_requests()
+        return self.control.stop_requested
+
+    def evaluate_now(self, split: str = "val") -> Path | None:
+        """`e` between runs (idle, stopped, finished), from the driver's thread: prepare if need
+        be, write the full report, and say the state the run is back in."""
+        if not self.prepared:
+            self.prepare()
+        path = self._write_report(split)
+        if self.progress.epoch > self.config.epochs or self._patience_ran_out(say=False):
+            self._state(RunState.FINISHED)
+        else:
+            self._state(RunState.STOPPED if self.position().started else RunState.IDLE)
+        return path
+
+    def _write_report(self, split: str) -> Path | None:
+        """What `e` asks for, in one pass: loss, accuracy, per-class metrics, confusion and the
+        most confident mistakes, into RUN_DIR/evaluation-SPLIT.json. None if a stop cut it short."""
+        from alexnet_tui.engine.report import evaluation_report, format_report
+
+        assert self.data is not None and self.run_dir is not None
+        self._state(RunState.EVALUATING)
+        dataset = self._dataset(split)
+        report = evaluation_report(
+            self.model,
+            self._loader(split),
+            dataset,
+            self.data.class_names,
+            self.device,
+            self.memory_format,
+            self._stop_during_evaluation,
+            on_progress=ev.ProgressThrottle(self.emit, f"evaluation report on {split}"),
+        )
+        if report is None:
+            return None
+        report.update(split=split, epoch=self.progress.epoch, batch=self.progress.batch)
+        path = self.run_dir.path / f"evaluation-{split}.json"
+        path.write_text(json.dumps(report, indent=2))
+        self.emit(ev.EvaluationEnd(split, report["loss"], report["accuracy"], report["images"], None, True))
+        self.emit(ev.Notice(format_report(report) + f"\nreport written to {path}"))
+        self.emit(ev.ReportWritten(split, str(path)))
+        return path
