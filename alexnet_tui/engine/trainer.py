@@ -340,8 +340,9 @@ class Trainer(Setup, Steering, Evaluations):
         progress.next_epoch()
         try:
             # One snapshot for best.pt and last.pt, written in the background while the next epoch
-            # trains. The final epoch waits: nothing is left to overlap, and _finish reads best.pt.
-            self.save_last(wait=progress.epoch > self.config.epochs)
+            # trains. The run's last epoch (the final one, or --patience ran out) waits: nothing is
+            # left to overlap, _finish reads best.pt, and a failure is best raised before moving on.
+            self.save_last(wait=progress.epoch > self.config.epochs or self._patience_ran_out(say=False))
         except CheckpointSaveError:
             # Nothing has trained since: a retry judges this epoch again and saves it (best_val_loss
             # was put back by the failed best.pt, if it was that one).
