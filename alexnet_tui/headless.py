@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -197,7 +198,7 @@ def run_headless(config: TrainConfig) -> int:
         if received and number == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl+C: stop now; checkpoint writes are atomic
         received.append(number)
-        control.request_stop(f"{signal.Signals(number).name} received")
+        request_from_handler(control.request_stop, f"{signal.Signals(number).name} received")
 
     previous = {number: signal.signal(number, on_signal) for number in EXIT_SIGNAL}
     if hasattr(signal, "SIGHUP"):
@@ -232,6 +233,12 @@ def run_headless(config: TrainConfig) -> int:
         for number, handler in previous.items():
             signal.signal(number, handler)
     return exit_code(outcome, received)
+
+
+def request_from_handler(request: Callable[[str], None], reason: str) -> None:
+    """From a signal handler: the request takes a threading lock that the interrupted main thread
+    may be holding (inside Event.wait), so it is made from a short thread of its own."""
+    threading.Thread(target=request, args=(reason,), name="stop-request", daemon=True).start()
 
 
 def exit_code(outcome: RunOutcome, signals_received: list[int]) -> int:

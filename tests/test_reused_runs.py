@@ -266,3 +266,43 @@ def test_last_pt_from_more_gpus_restores_on_fewer(monkeypatch):
     progress = restore_training(payload, model, optimizer, scaler, torch.device("cuda"))
     assert (progress.epoch, progress.batch) == (2, 3)
     assert len(restored) == 1 and torch.equal(restored[0][0], states[0]) and restored[0][1] == 0
+
+
+def test_resume_into_another_run_s_folder_is_refused_and_a_new_folder_gets_the_best(tmp_path, monkeypatch, capsys):
+    """--resume A --out B where B holds another run: refused, B untouched; into a new B: best.pt comes along."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        assert main(["--no-ui", *TINY_ARGS, "--epochs", "1", "--out", name]) == 0
+    before = {path.name: path.read_bytes() for path in (tmp_path / "b").glob("*.pt")}
+    capsys.readouterr()
+    assert main(["--no-ui", "--resume", "a", "--out", "b", "--epochs", "2"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in (tmp_path / "b").glob("*.pt")} == before
+    assert main(["--no-ui", "--resume", "a", "--out", "c", "--epochs", "2"]) == 0
+    assert (tmp_path / "c" / "best.pt").exists() and "best checkpoint: c/best.pt" in capsys.readouterr().out
+
+
+@pytest.mark.asyncio
+async def test_a_stop_before_training_began_does_not_stop_the_next_start(tmp_path, pet_folder):
+    """x while the TUI checks the images: nothing to save; the next s trains."""
+    from alexnet_tui.engine import StoppedBeforeStart
+    from alexnet_tui.ui.app import AlexNetApp
+    from tests.test_ui import wait_for
+
+    class StopsWhilePreparing(Trainer):
+        calls = 0
+
+        def prepare(self):
+            StopsWhilePreparing.calls += 1
+            if StopsWhilePreparing.calls == 1:
+                self.control.request_stop("x pressed")
+                raise StoppedBeforeStart("x pressed")
+            super().prepare()
+
+    app = AlexNetApp(tiny_config(tmp_path, epochs=1), trainer_factory=StopsWhilePreparing)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: any("stopped before training began" in n.message for n in app._notifications))
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.state == "finished")
+        await pilot.press("q")

@@ -74,6 +74,8 @@ class Evaluations(Base):
         if not self.prepared:
             self.prepare()
         path = self._write_report(split)
+        if path is None:
+            self.control.stop_served()  # x cut the report short; the next start must not stop at once
         if self.progress.epoch > self.config.epochs or self._patience_ran_out(say=False):
             self._state(RunState.FINISHED)
         else:

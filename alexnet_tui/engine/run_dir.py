@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,8 +47,14 @@ class RunDirectory:
     def claim(cls, config: TrainConfig, resumed_from: str | None) -> RunDirectory:
         """The run's folder, created and locked. Raises UsageError naming the problem otherwise."""
         if resumed_from is not None:
-            path = Path(config.out) if config.out else Path(resumed_from).parent
-            return cls._lock(path, fresh=False)
+            origin = Path(resumed_from).parent
+            if not config.out or Path(config.out).resolve() == origin.resolve():
+                return cls._lock(origin, fresh=False)
+            # Going on in another folder: it must not hold a run, and it starts with the best so far.
+            directory = cls._lock(Path(config.out), fresh=True)
+            if (origin / "best.pt").exists():
+                shutil.copy2(origin / "best.pt", directory.path / "best.pt")
+            return directory
         if config.out:
             return cls._lock(Path(config.out), fresh=True)
         return cls._lock(unique_default_path(), fresh=True)

@@ -64,9 +64,10 @@ class Steering(Base):
             while self.control.paused and not self.control.stop_requested:
                 self.control.wait_while_paused()
                 self._serve_requests(every_s=0)
-                evaluate_now = self.control.take_evaluation_request()
                 if self.ranks.distributed:
                     _, _, evaluate_now = self._agree()  # every rank goes round this loop together
+                else:
+                    evaluate_now = self.control.take_evaluation_request()
                 if evaluate_now:
                     self._requested_evaluation()
                     self._state(RunState.PAUSED)

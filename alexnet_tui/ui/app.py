@@ -219,6 +219,7 @@ class AlexNetApp(RunDisplay, App[int]):
         if isinstance(error, StoppedBeforeStart):
             text = f"stopped before training began ({error}); nothing to save"
             self.trainer = None
+            self.control.stop_served()  # served: the next start starts
         elif isinstance(error, UsageError):
             text = str(error)
             if self.trainer is not None and not self.trainer.position().prepared:
@@ -413,9 +414,10 @@ class AlexNetApp(RunDisplay, App[int]):
         terminal.detach_from_terminal()
         self.hung_up = True
         run_dir = self.trainer.position().run_dir if self.trainer is not None else None
-        if self.state.busy and self.attached is None and self.trainer is not None and run_dir is not None:
+        if self.state.busy and self.attached is None and self.trainer is not None:
             self.hangup_log = LineReporter(open(os.devnull, "w"), live=False)
-            self.hangup_log.open_log(run_dir)
+            if run_dir is not None:  # still preparing: the log opens itself when the run starts
+                self.hangup_log.open_log(run_dir)
             self.hangup_log.line(f"the terminal hung up; the run goes on headless (pid {os.getpid()})")
             self.trainer.subscribe(self.hangup_log)
             self.exit(None)  # run_app waits for the engine and returns its exit code

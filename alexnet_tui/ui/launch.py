@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from alexnet_tui.config import TrainConfig
-from alexnet_tui.headless import exit_code
+from alexnet_tui.headless import exit_code, request_from_handler
 from alexnet_tui.paths import cache_dir
 from alexnet_tui.ui import terminal
 from alexnet_tui.ui.app import AlexNetApp
@@ -31,7 +31,7 @@ class SignalRouter:
         loop = self.app.loop
         if self.app.hung_up:
             if number == signal.SIGTERM:
-                self.app.control.request_stop("SIGTERM received")
+                request_from_handler(self.app.control.request_stop, "SIGTERM received")
         elif loop is not None and loop.is_running():
             loop.call_soon_threadsafe(self.app.on_signal, number)  # safe from a signal handler
         else:
@@ -47,10 +47,10 @@ def run_app(config: TrainConfig, **options: Any) -> int:
         result = app.run()
     finally:
         terminal.restore_stderr()
-    if app.hung_up and app.engine_outcome is not None:
+    if app.hung_up and result is None:
         # Textual's run returned once the engine's thread finished (asyncio waits for its executor).
         app.release_engine()
-        return exit_code(app.engine_outcome, signals.received)
+        return exit_code(app.engine_outcome, signals.received) if app.engine_outcome else 0
     if result is None:
         print("alexnet-tui: the app ended abnormally", file=sys.stderr)
         return 1

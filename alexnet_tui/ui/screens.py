@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, ProgressBar, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 HELP_TEXT = """\
 [b]alexnet-tui keys[/b]
@@ -92,9 +92,13 @@ class DownloadProgress(ModalScreen[bool]):
 
     @work(thread=True, exclusive=True, group="download", exit_on_error=False)
     def fetch(self) -> None:
-        from alexnet_tui.download import install_dataset
+        from alexnet_tui.download import DownloadError, install_dataset
+
+        worker = get_current_worker()
 
         def report(done: int, total: int | None) -> None:
+            if worker.is_cancelled:  # the app is quitting: stop here, the .part file resumes next time
+                raise DownloadError("download cancelled; it resumes where it stopped next time")
             self.progress = (done, total)
 
         install_dataset(self.url, self.dest, report)
