@@ -279,3 +279,29 @@ async def test_the_report_tab_shows_the_confusion_and_the_mistakes_with_their_pi
             picture = app.query_one("#mistake-picture")
             assert str(picture.image) == report["most_confident_mistakes"][0]["image"]
         await pilot.press("q")
+
+
+@pytest.mark.asyncio
+async def test_the_charts_show_an_earlier_run_under_the_current_one(finished_run):
+    from alexnet_tui.metrics import read_metrics
+    from alexnet_tui.ui.widgets.charts import Chart
+
+    app = scripted_app()
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.state == "finished")
+        await pilot.press("3")
+        field = app.query_one("#compare-run", Input)
+        field.value = str(finished_run)
+        field.focus()
+        await pilot.press("enter")
+        earlier = [r["val_loss"] for r in read_metrics(finished_run / "metrics.jsonl") if r["event"] == "epoch"]
+        chart = app.query_one("#chart-val-loss", Chart)
+        caption, line = chart.query(".reference").results()
+        await wait_for(pilot, lambda: line.display)
+        assert line.data == earlier and finished_run.name in str(caption.render())
+        assert list(chart.values) == pytest.approx([0.8, 0.6])  # the current run's own curve stays
+        field.value = "/nowhere"
+        field.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("no metrics.jsonl" in n.message for n in app._notifications))

@@ -236,14 +236,14 @@ class AlexNetApp(RunDisplay, App[int]):
         if self.attached is not None:
             steer = {
                 "start": False,
-                "pause": not self.read_only and self.state in (RunState.TRAINING, RunState.PAUSED),
+                "pause": not self.read_only and self.state.busy,
                 "evaluate": not self.read_only and self.state.busy,
                 "stop": self.state.busy or self.read_only,
             }
             return True if steer.get(action, True) else None
         allowed = {
             "start": not self.state.busy and self.state != RunState.DOWNLOADING,
-            "pause": self.state in (RunState.TRAINING, RunState.PAUSED),
+            "pause": self.state.busy,  # while validating too: it pauses at the next batch
             "stop": self.state.busy,
             "evaluate": self.state != RunState.DOWNLOADING and self.state != RunState.PREPARING,
         }
@@ -323,10 +323,10 @@ class AlexNetApp(RunDisplay, App[int]):
         self.log_line(said)
 
     def action_pause(self) -> None:
-        if self.state == RunState.TRAINING:
-            self.steer(self.control.pause, "pausing at the next batch boundary...")
-        elif self.state == RunState.PAUSED:
+        if self.state == RunState.PAUSED:
             self.steer(self.control.resume, "resuming...")
+        elif self.state.busy:
+            self.steer(self.control.pause, "pausing at the next batch boundary...")
 
     def action_stop(self) -> None:
         if self.attached is not None and self.read_only:
