@@ -13,8 +13,13 @@ class BatchTable(DataTable):
     def __init__(self) -> None:
         super().__init__(id="batches", cursor_type="none", zebra_stripes=True)
 
+    # Fixed widths: the columns never jump as rows of other widths arrive (and screenshots are stable).
+    COLUMNS = (("epoch", 6), ("batch", 9), ("loss", 7), ("acc", 7), ("run loss", 8), ("run acc", 7), ("img/s", 6),
+               ("lr", 8))  # fmt: skip
+
     def on_mount(self) -> None:
-        self.add_columns("epoch", "batch", "loss", "acc", "run loss", "run acc", "img/s", "lr")
+        for label, width in self.COLUMNS:
+            self.add_column(label, width=width)
 
     def add_batches(self, rows: list[ev.BatchEnd]) -> None:
         """Many rows in one go: the drain hands over everything since the last screen update."""
@@ -36,15 +41,16 @@ class BatchTable(DataTable):
 
 
 class EpochTable(DataTable):
-    COLUMNS = ("epoch", "loss", "acc", "val_loss", "val_acc", "img/s", "sec", "best")
+    COLUMNS = (("epoch", 5), ("loss", 7), ("acc", 7), ("val_loss", 8), ("val_acc", 7), ("img/s", 6), ("sec", 6),
+               ("best", 4))  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__(id="epochs", cursor_type="none")
         self.best_row: str | None = None
 
     def on_mount(self) -> None:
-        for column in self.COLUMNS:
-            self.add_column(column, key=column)
+        for label, width in self.COLUMNS:
+            self.add_column(label, key=label, width=width)
 
     def add_epoch(self, event: ev.EpochEnd) -> None:
         if event.best and self.best_row is not None:
