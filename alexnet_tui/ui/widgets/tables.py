@@ -14,7 +14,7 @@ class BatchTable(DataTable):
         super().__init__(id="batches", cursor_type="none", zebra_stripes=True)
 
     # Fixed widths: the columns never jump as rows of other widths arrive (and screenshots are stable).
-    COLUMNS = (("epoch", 6), ("batch", 9), ("loss", 7), ("acc", 7), ("run loss", 8), ("run acc", 7), ("img/s", 6),
+    COLUMNS = (("epoch", 9), ("batch", 9), ("loss", 7), ("acc", 7), ("run loss", 8), ("run acc", 7), ("img/s", 6),
                ("lr", 8))  # fmt: skip
 
     def on_mount(self) -> None:
