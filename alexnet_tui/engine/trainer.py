@@ -369,7 +369,17 @@ class Trainer(Setup, Steering, Evaluations):
         )
         return True
 
+    def _settle_writes(self) -> None:
+        """Let the checkpoint being written reach the disk: a run that failed otherwise (NaN, an
+        error) still keeps its best.pt, on disk when Failed is said."""
+        if writer := getattr(self, "_checkpoints", None):
+            try:
+                writer.wait()
+            except Exception as error:  # noqa: BLE001 - nothing is left to fail: said, not raised
+                self.emit(ev.Notice(f"the last checkpoint was not saved: {error}", "warning"))
+
     def _fail(self, message: str, details: str = "") -> RunOutcome:
+        self._settle_writes()
         self.emit(ev.Failed(message, details))
         self._state(RunState.FAILED)
         return RunOutcome.FAILED
@@ -410,11 +420,8 @@ class Trainer(Setup, Steering, Evaluations):
     def close(self) -> None:
         """Finish the checkpoint being written, shut down loader workers, release the run directory
         (and leave the DDP process group)."""
+        self._settle_writes()
         if writer := getattr(self, "_checkpoints", None):
-            try:
-                writer.wait()  # a run that failed otherwise (NaN, an error) still gets its last save
-            except Exception as error:  # noqa: BLE001 - nothing is left to fail: said, not raised
-                self.emit(ev.Notice(f"the last checkpoint was not saved: {error}", "warning"))
             writer.release()
         if self.ranks.distributed and dist.is_initialized():
             dist.destroy_process_group()
