@@ -66,7 +66,8 @@ def test_the_browser_shows_the_live_run_and_its_keys_steer_it(tmp_path):
             page.goto(f"http://127.0.0.1:{port}", wait_until="domcontentloaded")
             # What the page draws: the attached screen, its status line and the live batch rows.
             screen = lambda: b"".join(frames)  # noqa: E731
-            wait_until(lambda: b"(attached)" in screen() and b"/100000" in screen() and b"e-04" in screen(), "the screen", page=page)
+            live = (b"(attached)", b"/100000", b"e-04")  # the status line, batch rows, their lr column
+            wait_until(lambda: all(text in screen() for text in live), "the screen", page=page)
             page.locator(".textual-terminal").click()
             page.keyboard.press("p")
             wait_until(lambda: any(r["state"] == "paused" for r in events(run, "state")), "the pause", page=page)
