@@ -73,6 +73,7 @@ class Trainer(Setup, Steering, Evaluations):
         self.resume_notes: list[str] = []  # options changed on resume, said when the run starts
         self._last_poll = 0.0
         self._loaders: dict[str, DataLoader] = {}
+        self._checkpoints: CheckpointWriter | None = None  # made with the first epoch (rank 0)
 
     # ---- events and the drivers' view ---------------------------------------------------------
     def subscribe(self, subscriber: ev.Subscriber) -> None:
@@ -227,7 +228,7 @@ class Trainer(Setup, Steering, Evaluations):
         if self.run_dir is None:  # a DDP rank other than 0: rank 0 writes for the job
             return self.shared_run_path / "last.pt"
         assert self.data is not None
-        writer = self._checkpoints = getattr(self, "_checkpoints", None) or CheckpointWriter()
+        writer = self._checkpoints = self._checkpoints or CheckpointWriter()
         payload = training_payload(
             self.model,
             self.optimizer,
@@ -250,7 +251,7 @@ class Trainer(Setup, Steering, Evaluations):
         if self.run_dir is None:
             return self.shared_run_path / "best.pt"
         assert self.data is not None
-        writer = self._checkpoints = getattr(self, "_checkpoints", None) or CheckpointWriter()
+        writer = self._checkpoints = self._checkpoints or CheckpointWriter()
         payload = weights_payload(self.model, self.config, self.data.class_names, self.progress, self.data.split)
 
         def roll_back() -> None:
@@ -311,7 +312,7 @@ class Trainer(Setup, Steering, Evaluations):
     def _one_epoch(self) -> bool:
         """Train, validate, keep the best, save last.pt; False when a stop request ended it."""
         epoch, progress = self.progress.epoch, self.progress
-        if self.run_dir is not None and getattr(self, "_checkpoints", None) is None:
+        if self.run_dir is not None and self._checkpoints is None:
             # The snapshot's buffers are made while this epoch trains (after a step, when Adam's
             # moments exist), not between two epochs at the first save.
             self._checkpoints = CheckpointWriter()
@@ -325,7 +326,7 @@ class Trainer(Setup, Steering, Evaluations):
             self._stop(epoch)
             return False
         self._state(RunState.TRAINING)
-        if writer := getattr(self, "_checkpoints", None):
+        if writer := self._checkpoints:
             # The previous epoch's files were written while this epoch trained. One that failed is
             # raised here, its best_val_loss put back, before this epoch's result is judged against it.
             writer.wait()
@@ -372,7 +373,7 @@ class Trainer(Setup, Steering, Evaluations):
     def _settle_writes(self) -> None:
         """Let the checkpoint being written reach the disk: a run that failed otherwise (NaN, an
         error) still keeps its best.pt, on disk when Failed is said."""
-        if writer := getattr(self, "_checkpoints", None):
+        if writer := self._checkpoints:
             try:
                 writer.wait()
             except Exception as error:  # noqa: BLE001 - nothing is left to fail: said, not raised
@@ -388,7 +389,7 @@ class Trainer(Setup, Steering, Evaluations):
         """Reload the best weights into a model of their own and report them on data never used to
         pick them. The training model keeps the last weights, which a stop here saves to last.pt."""
         run_path = self.run_dir.path if self.run_dir else self.shared_run_path
-        if writer := getattr(self, "_checkpoints", None):
+        if writer := self._checkpoints:
             writer.wait()  # best.pt is read below; under DDP the other ranks read it after the barrier
         if self.ranks.distributed:
             if not weights_agree(self.model, self.device):
@@ -421,7 +422,7 @@ class Trainer(Setup, Steering, Evaluations):
         """Finish the checkpoint being written, shut down loader workers, release the run directory
         (and leave the DDP process group)."""
         self._settle_writes()
-        if writer := getattr(self, "_checkpoints", None):
+        if writer := self._checkpoints:
             writer.release()
         if self.ranks.distributed and dist.is_initialized():
             dist.destroy_process_group()
