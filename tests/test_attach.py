@@ -16,6 +16,7 @@ from alexnet_tui.engine.remote import RemoteControl, newest_live_run, run_is_liv
 from alexnet_tui.errors import UsageError
 from alexnet_tui.metrics import MetricsWriter
 from alexnet_tui.ui.app import AlexNetApp
+from alexnet_tui.ui.widgets.tables import BatchTable
 from tests.conftest import tiny_config
 from tests.test_ui import PacedTrainer, wait_for
 
@@ -146,7 +147,13 @@ async def test_a_long_history_is_on_screen_on_attach(tmp_path):
     app = AlexNetApp(TrainConfig(), attach=run, read_only=True)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: not app.catching_up and app.query_one("#epochs", DataTable).row_count == 10, 30)
-        assert app.query_one("#batches", DataTable).row_count == 200  # the newest rows; all are in the file
-        assert app.query_one("#batches", DataTable).get_row_at(199)[1] == "1000/1000"
-        assert "best: epoch 7" in str(app.query_one("#chart-val-loss Label").render())
+        assert app.query_one(BatchTable).row_count == 200  # the newest rows; all are in the file
+        table = app.query_one(BatchTable)
+        assert table.get_row_at(199)[1] == "1000/1000"
+        bottom = table.render_line(table.scrollable_content_region.height - 1).text
+        assert bottom.split()[:2] == ["10/10", "1000/1000"]  # the table follows the newest row
+        caption = lambda: str(app.query_one("#chart-val-loss Label").render())  # noqa: E731
+        assert "no data yet" in caption()  # a hidden tab is not drawn...
+        await pilot.press("3")
+        await wait_for(pilot, lambda: "best: epoch 7" in caption())  # ...until it is shown
         await pilot.press("q")

@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Input, RichLog
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.engine import Trainer
 from alexnet_tui.ui.app import AlexNetApp
+from alexnet_tui.ui.widgets.tables import BatchTable
 from tests.conftest import jpeg_bytes, tiny_config
 from tests.fake_trainer import ScriptedTrainer
 
@@ -23,7 +24,9 @@ async def wait_for(pilot, condition, timeout: float = 120) -> None:
 
 
 def rows(app: AlexNetApp, table: str = "#batches") -> int:
-    return app.query_one(table, DataTable).row_count
+    widget = app.query_one(table)
+    assert isinstance(widget, BatchTable | DataTable)
+    return widget.row_count
 
 
 class PacedTrainer(Trainer):
@@ -83,7 +86,7 @@ async def test_stop_saves_then_start_goes_on_and_evaluate_adds_a_row(tmp_path, p
         assert (tmp_path / "run" / "evaluation-val.json").exists()  # with the confusion matrix, in the Log tab too
         await pilot.press("s")
         await wait_for(pilot, lambda: app.state == "finished")
-        first_after = app.query_one("#batches", DataTable).get_row_at(stopped_at)
+        first_after = app.query_one(BatchTable).get_row_at(stopped_at)
         assert first_after[1] == f"{stopped_at + 1}/5"  # resumed at the next batch, not from the start
         await pilot.press("q")
 
@@ -220,12 +223,46 @@ async def test_charts_and_system_panel_follow_the_run():
         await pilot.pause(1.2)
         assert len(app.query_one("#chart-batch-loss", Chart).values) == 12
         assert list(app.query_one("#chart-batch-lr", Chart).values) == [1e-4] * 12  # the learning rate too
-        assert app.query_one("#batches", DataTable).get_row_at(0)[-1] == "1.00e-04"
+        assert app.query_one(BatchTable).get_row_at(0)[-1] == "1.00e-04"
         assert list(app.query_one("#chart-val-loss", Chart).values) == pytest.approx([0.8, 0.6])
         assert "best: epoch 2" in str(app.query_one("#chart-val-loss Label").render())
         system = str(app.query_one(SystemPanel).render())
         assert "process memory (RSS)" in system and "images/s: 40.0" in system
         assert "CPU per core:" in system and "compute-bound" in system  # the scripted run never waits for data
+
+
+@pytest.mark.asyncio
+async def test_the_batch_table_follows_the_newest_row_until_the_user_scrolls_up():
+    from textual.app import App
+
+    from alexnet_tui.engine import events as ev
+    from alexnet_tui.ui.widgets import tables
+
+    def batches(first: int, count: int) -> list[ev.BatchEnd]:
+        return [ev.BatchEnd(1, 1, n, 999, 0.5, 0.5, 0.5, 0.5, 10.0) for n in range(first, first + count)]
+
+    def bottom(table: BatchTable) -> str:
+        return table.render_line(table.scrollable_content_region.height - 1).text.split()[1]
+
+    class TableApp(App):
+        def compose(self):
+            yield BatchTable()
+
+    async with TableApp().run_test(size=(80, 12)) as pilot:
+        table = pilot.app.query_one(BatchTable)
+        table.add_batches(batches(1, 50))
+        await pilot.pause()
+        assert bottom(table) == "50/999" and table.render_line(0).text.split()[:2] == ["epoch", "batch"]
+        table.focus()
+        await pilot.press("pageup")  # the user reads back: new rows do not pull the view down
+        table.add_batches(batches(51, 10))
+        await pilot.pause()
+        assert table.scroll_y < table.max_scroll_y and bottom(table) != "60/999"
+        await pilot.press("end")  # back at the end: it follows again
+        table.add_batches(batches(61, 300))
+        await pilot.pause()
+        assert bottom(table) == "360/999" and table.row_count == tables.MAX_BATCH_ROWS
+        assert table.get_row_at(0)[1] == f"{361 - tables.MAX_BATCH_ROWS}/999"
 
 
 @pytest.mark.asyncio

@@ -10,6 +10,7 @@ from alexnet_tui.config import TrainConfig
 from alexnet_tui.engine import Control, RunOutcome, Trainer
 from alexnet_tui.engine import events as ev
 from alexnet_tui.ui.app import AlexNetApp
+from alexnet_tui.ui.widgets.tables import BatchTable
 from tests.conftest import tiny_config
 from tests.test_ui import wait_for
 
@@ -46,7 +47,7 @@ async def test_watch_follows_a_growing_truncated_file_and_asks_to_stop(tmp_path,
     metrics.write_text("".join(lines[:half]) + lines[half][:10])  # a torn last line, as mid-write
     app = AlexNetApp(TrainConfig(), attach=run, read_only=True)
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
-        batches = lambda: app.query_one("#batches", DataTable).row_count  # noqa: E731
+        batches = lambda: app.query_one(BatchTable).row_count  # noqa: E731
         epochs = lambda: app.query_one("#epochs", DataTable).row_count  # noqa: E731
         await wait_for(pilot, lambda: epochs() == 1, timeout=20)
         assert batches() == 5 and app.state == "training"

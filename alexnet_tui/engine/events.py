@@ -235,6 +235,7 @@ class EventBus:
                 with contextlib.suppress(Exception):
                     other(notice)
 
+
 EVENT_TYPES: dict[str, type[Event]] = {}
 
 

@@ -68,7 +68,7 @@ class AlexNetApp(RunDisplay, App[int]):
         Binding("6", "show_tab('log')", "Log", show=False),
     ]
 
-    state: reactive[RunState] = reactive(RunState.IDLE, bindings=True)
+    state: reactive[RunState] = reactive(RunState.IDLE)  # watch_state refreshes the footer's keys
 
     def __init__(
         self,
@@ -106,6 +106,8 @@ class AlexNetApp(RunDisplay, App[int]):
         self.progress_task, self.progress_started = "", 0.0  # the long step on the epoch bar, if any
         self.latest_rate: float | None = None
         self.latest_wait: float | None = None
+        self.charts_drawn = 0.0  # monotonic time of the last redraw of the Charts tab
+        self.footer_keys: tuple[bool | None, ...] = ()  # what check_action said at the last footer refresh
         self.loop: asyncio.AbstractEventLoop | None = None
         self.early_signals: list[int] = []  # arrived before the screen was up; served on mount
 

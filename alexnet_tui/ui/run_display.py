@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textual.widgets import Label, ProgressBar, RichLog, Static
+from textual.widgets import Label, ProgressBar, RichLog, Static, TabbedContent
 
 from alexnet_tui.engine import RunState
 from alexnet_tui.engine import events as ev
@@ -26,6 +27,16 @@ else:
     Base = object
 
 
+CHARTS_REDRAW_S = 0.5  # the charts follow the run less often than the tables, and only while shown
+
+
+def show_text(widget: Static, text: str) -> None:
+    """New text for a widget of fixed size: a repaint of it alone, never a layout of the screen (which
+    the trainer thread would pay for in GIL time at every batch), and nothing when it is unchanged."""
+    if widget.content != text:
+        widget.update(text, layout=False)
+
+
 def guess_classes(config: Any) -> int:
     """The class count for the summary shown before the data is read."""
     if config.num_classes:
@@ -39,6 +50,8 @@ class RunDisplay(Base):
 
     def drain_events(self) -> None:
         """Apply what the engine reported since the last tick, in order, at most REFRESH_HZ a second."""
+        if not self.pending:
+            return  # most ticks: nothing to do, and nothing to look up
         batch_rows: list[ev.BatchEnd] = []
         while self.pending:
             event = self.pending.popleft()
@@ -49,6 +62,20 @@ class RunDisplay(Base):
             batch_rows = []
             self.apply(event)
         self.add_batch_rows(batch_rows)
+        self.redraw_charts()
+
+    def redraw_charts(self, now: bool = False) -> None:
+        """The Charts tab is drawn only while it is shown, at most every CHARTS_REDRAW_S (now: at once)."""
+        if self.query_one(TabbedContent).active != "charts-tab":
+            return
+        if now or time.monotonic() - self.charts_drawn >= CHARTS_REDRAW_S:
+            self.charts_drawn = time.monotonic()
+            self.query_one(TrainingCharts).redraw()
+
+    def on_tabbed_content_tab_activated(self, message: TabbedContent.TabActivated) -> None:
+        if message.pane.id == "charts-tab":
+            self.redraw_charts(now=True)
+            self.update_system()
 
     def add_batch_rows(self, rows: list[ev.BatchEnd]) -> None:
         if not rows:
@@ -56,14 +83,14 @@ class RunDisplay(Base):
         self.query_one(BatchTable).add_batches(rows)
         self.query_one(TrainingCharts).add_batches(rows)
         last = rows[-1]
-        self.query_one("#bar-label", Label).update("epoch")
+        show_text(self.query_one("#bar-label", Label), "epoch")
         self.latest_rate, self.latest_wait = last.images_per_sec, last.data_wait_share
         self.query_one("#epoch-progress", ProgressBar).update(total=last.batches, progress=last.batch)
         done = (last.epoch - 1) * last.batches + last.batch
         self.query_one("#run-progress", ProgressBar).update(total=last.epochs * last.batches, progress=done)
         if last.seconds_left is not None:
             minutes, seconds = divmod(int(last.seconds_left), 60)
-            self.query_one("#eta", Label).update(f"ETA {minutes}:{seconds:02d}")
+            show_text(self.query_one("#eta", Label), f"ETA {minutes}:{seconds:02d}")
 
     def apply(self, event: ev.Event) -> None:
         if isinstance(event, CaughtUp):
@@ -110,12 +137,12 @@ class RunDisplay(Base):
         """A long step that is not training (checking images, an evaluation) on the epoch bar."""
         if event.task != self.progress_task:
             self.progress_task, self.progress_started = event.task, event.time
-        self.query_one("#bar-label", Label).update(event.task.split()[0])
+        show_text(self.query_one("#bar-label", Label), event.task.split()[0])
         self.query_one("#epoch-progress", ProgressBar).update(total=event.total, progress=event.done)
         rate = event.done / max(event.time - self.progress_started, 1e-9)
         if event.done and event.done < event.total:
             minutes, seconds = divmod(int((event.total - event.done) / rate), 60)
-            self.query_one("#eta", Label).update(f"ETA {minutes}:{seconds:02d}")
+            show_text(self.query_one("#eta", Label), f"ETA {minutes}:{seconds:02d}")
 
     def run_started(self, event: ev.RunStarted) -> None:
         data = event.dataset
@@ -138,6 +165,9 @@ class RunDisplay(Base):
             super().notify(message, **options)
 
     def update_system(self) -> None:
+        """Once a second while the Charts tab (where the panel is) is shown."""
+        if self.query_one(TabbedContent).active != "charts-tab":
+            return
         device = self.device_text.split()[0] if self.run_dir is not None else self.config.device
         self.query_one(SystemPanel).show(device, self.latest_rate, self.latest_wait)
 
@@ -149,10 +179,15 @@ class RunDisplay(Base):
         if self.attached is not None:
             mode = " (watching)" if self.read_only else " (attached)"
         where = str(self.run_dir or "run: not started")
-        self.query_one("#status", Static).update(
-            f"[b]{self.state.upper()}[/b]{mode} | {self.device_text} | {self.dataset_text} | {where}"
-        )
+        status = f"[b]{self.state.upper()}[/b]{mode} | {self.device_text} | {self.dataset_text} | {where}"
+        show_text(self.query_one("#status", Static), status)
 
     def watch_state(self, state: RunState) -> None:
-        if self.is_mounted:
-            self.update_status()
+        if not self.is_mounted:
+            return
+        self.update_status()
+        # The footer is rebuilt only when a key's availability changes (training <-> validating does not).
+        keys = tuple(self.check_action(action, ()) for action in ("start", "pause", "stop", "evaluate"))
+        if keys != self.footer_keys:
+            self.footer_keys = keys
+            self.refresh_bindings()

@@ -21,7 +21,7 @@ class Chart(Vertical):
 
     DEFAULT_CSS = """
     Chart { height: auto; }
-    Chart Label { color: $text-muted; }
+    Chart Label { color: $text-muted; width: 1fr; height: 1; }
     Chart Sparkline { height: 2; margin-bottom: 1; }
     """
 
@@ -29,6 +29,8 @@ class Chart(Vertical):
         super().__init__(id=chart_id)
         self.caption = caption
         self.values: deque[float] = deque(maxlen=BATCH_POINTS)
+        self.note = ""
+        self.stale = False  # values arrived that the screen does not show yet
 
     def compose(self) -> ComposeResult:
         yield Label(f"{self.caption}: no data yet")
@@ -51,12 +53,19 @@ class Chart(Vertical):
             widget.display = bool(values)
 
     def extend(self, values: list[float], note: str = "") -> None:
-        if not values:
+        """Keep the values; the screen shows them at the next redraw (only while the tab is shown)."""
+        if values:
+            self.values.extend(values)
+            self.note, self.stale = note, True
+
+    def redraw(self) -> None:
+        if not self.stale:
             return
-        self.values.extend(values)
+        self.stale = False
         self.query_one(Sparkline).data = list(self.values)
         low, high = min(self.values), max(self.values)
-        self.query_one(Label).update(f"{self.caption}: {values[-1]:.4g}  (min {low:.4g}, max {high:.4g}){note}")
+        caption = f"{self.caption}: {self.values[-1]:.4g}  (min {low:.4g}, max {high:.4g}){self.note}"
+        self.query_one(Label).update(caption, layout=False)  # one line of fixed height: no layout
 
 
 class TrainingCharts(Vertical):
@@ -76,6 +85,10 @@ class TrainingCharts(Vertical):
         yield Chart("train loss per epoch", "chart-train-loss")
         yield Chart("val loss per epoch", "chart-val-loss")
         yield Chart("val accuracy per epoch", "chart-val-acc")
+
+    def redraw(self) -> None:
+        for chart in self.query(Chart).results(Chart):
+            chart.redraw()
 
     def add_batches(self, rows: list[ev.BatchEnd]) -> None:
         self.query_one("#chart-batch-loss", Chart).extend([row.running_loss for row in rows])
