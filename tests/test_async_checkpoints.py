@@ -130,6 +130,24 @@ def test_the_snapshot_is_a_copy_and_saves_go_one_after_another(tmp_path):
     assert torch.load(tmp_path / "next.pt", weights_only=True)["model"]["w"].eq(1).all()
 
 
+def test_a_paced_save_is_written_in_pieces_and_a_wait_finishes_it_at_once(tmp_path, monkeypatch):
+    """Spread over an epoch so the next epoch's first steps do not pay for it; a stop or the next
+    save (wait) does not sit out the pacing. The file is whole and synced piece by piece."""
+    synced: list[int] = []
+    monkeypatch.setattr(checkpoint_module.os, "fdatasync", lambda fd: synced.append(fd))
+    monkeypatch.setattr(checkpoint_module._Pieces, "SYNC_BYTES", 8 << 20)
+    writer = CheckpointWriter()
+    big = torch.arange(10 << 20, dtype=torch.float32)  # 40 MB: ten pieces
+    writer.stage({"model": {"w": big}}, tmp_path / "last.pt")
+    writer.submit(spread_s=3600)  # an hour: this test would time out if wait() sat it out
+    writer._thread.join(0.5)
+    assert writer._thread.is_alive()  # paced: still writing, not done in one go
+    writer.wait()
+    assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"], big)
+    assert len(synced) >= 4  # 40 MB in 8 MB syncs, then the final fsync
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
 def test_a_failed_write_undoes_what_it_recorded_for_it_and_those_after_it(tmp_path):
     writer = CheckpointWriter()
     undone: list[str] = []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -23,9 +24,11 @@ class CheckpointSaveError(OSError):
     """Saving failed (disk full, folder gone, no permission); the previous file is untouched."""
 
 
-def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+def save_checkpoint(payload: dict[str, Any], path: str | Path, on_written: Callable[[int], None] | None = None) -> Path:
     """Write to a temp file beside the target, fsync, then os.replace: a reader sees the old file
-    or the new one, never half of one, even if the process dies mid-write."""
+    or the new one, never half of one, even if the process dies mid-write. With on_written, the file
+    is written in pieces, each synced to disk as it goes, and on_written(bytes) is called after each
+    (the background writer paces itself there)."""
     path = Path(path)
     temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -36,7 +39,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
             crc32 = torch.serialization.get_crc32_options()
             torch.serialization.set_crc32_options(False)
             try:
-                torch.save(payload, file)
+                torch.save(payload, file if on_written is None else _Pieces(file, on_written))
             finally:
                 torch.serialization.set_crc32_options(crc32)
             file.flush()
@@ -61,6 +64,35 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
         temp.unlink(missing_ok=True)
         raise
     return path
+
+
+class _Pieces:
+    """A file torch.save writes to in pieces of PIECE_BYTES, reported to on_written; every SYNC_BYTES
+    are handed to the disk (fdatasync) so the final fsync is not one burst of writeback."""
+
+    PIECE_BYTES = 4 << 20
+    SYNC_BYTES = 64 << 20
+
+    def __init__(self, file: BinaryIO, on_written: Callable[[int], None]) -> None:
+        self.file, self.on_written = file, on_written
+        self.name = file.name  # what a file object says it is, for whoever reports on it
+        self.unsynced = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), self.PIECE_BYTES):
+            piece = view[start : start + self.PIECE_BYTES]
+            self.file.write(piece)
+            self.unsynced += len(piece)
+            if self.unsynced >= self.SYNC_BYTES:
+                self.file.flush()
+                os.fdatasync(self.file.fileno())
+                self.unsynced = 0
+            self.on_written(len(piece))
+        return len(view)
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -222,9 +222,10 @@ class Trainer(Setup, Steering, Evaluations):
     # changing the tensors in place), and written by one background thread (engine/checkpoint_writer.py),
     # still atomically (temp file, fsync, os.replace). A save waits for the one before; a failed write
     # is raised as CheckpointSaveError at the next wait: the next epoch's end, a stop, the finish.
-    def save_last(self, wait: bool = True) -> Path:
-        """last.pt (after best.pt, if _save_best staged it): snapshotted now, written in the background.
-        With wait, returns once both are on disk, or raises CheckpointSaveError."""
+    def save_last(self, wait: bool = True, spread_s: float = 0.0) -> Path:
+        """last.pt (after best.pt, if _save_best staged it): snapshotted now, written in the background
+        (over about spread_s seconds). With wait, returns once both are on disk, or raises
+        CheckpointSaveError."""
         if self.run_dir is None:  # a DDP rank other than 0: rank 0 writes for the job
             return self.shared_run_path / "last.pt"
         assert self.data is not None
@@ -240,7 +241,7 @@ class Trainer(Setup, Steering, Evaluations):
             self.data.split,
         )
         path = writer.stage(payload, self.run_dir.path / "last.pt")
-        writer.submit()
+        writer.submit(0.0 if wait else spread_s)
         if wait:
             writer.wait()
         return path
@@ -343,7 +344,8 @@ class Trainer(Setup, Steering, Evaluations):
             # One snapshot for best.pt and last.pt, written in the background while the next epoch
             # trains. The run's last epoch (the final one, or --patience ran out) waits: nothing is
             # left to overlap, _finish reads best.pt, and a failure is best raised before moving on.
-            self.save_last(wait=progress.epoch > self.config.epochs or self._patience_ran_out(say=False))
+            last = progress.epoch > self.config.epochs or self._patience_ran_out(say=False)
+            self.save_last(wait=last, spread_s=totals.seconds * 0.75)  # paced over most of the next epoch
         except CheckpointSaveError:
             # Nothing has trained since: a retry judges this epoch again and saves it (best_val_loss
             # was put back by the failed best.pt, if it was that one).
