@@ -103,6 +103,12 @@ def epoch_rates(metrics: Path) -> list[float]:
     return [record["images_per_sec"] for record in read_records(metrics) if record["event"] == "epoch"]
 
 
+def run_rate(metrics: Path) -> float:
+    """Training images/s over all epochs: their images over their training seconds."""
+    epochs = [record for record in read_records(metrics) if record["event"] == "epoch"]
+    return sum(e["images_per_sec"] * e["seconds"] for e in epochs) / sum(e["seconds"] for e in epochs)
+
+
 def epoch_seconds(metrics: Path) -> list[float]:
     return [record["seconds"] for record in read_records(metrics) if record["event"] == "epoch"]
 
@@ -259,8 +265,9 @@ def main() -> None:
     checks.append(("epoch-end stall s (max)", worst_stall, f"<= {limit}", worst_stall <= limit))
     checks.append(("  the same with step (max)", worst_whole, f"<= {limit}", worst_whole <= limit))
     if "(c)" in runs:
-        ratio = runs["(c)"][0][-1] / b_rates[-1]
-        checks.append(("c/b (last epoch)", ratio, ">= 0.97", ratio >= 0.97))
+        per_epoch = " ".join(f"{c / b:.2f}" for c, b in zip(runs["(c)"][0], b_rates, strict=False))
+        ratio = run_rate(metrics_c) / run_rate(metrics_b)  # every epoch: a single one moves by a few %
+        checks.append((f"c/b (whole run; per epoch {per_epoch})", ratio, ">= 0.97", ratio >= 0.97))
     ratio = b_rates[-1] / top
     checks.append(("b/ceiling (last epoch)", ratio, ">= 0.95", ratio >= 0.95))
     later = statistics.mean(b_rates[1:]) / top if len(b_rates) > 1 else ratio
@@ -272,7 +279,7 @@ def main() -> None:
     print()
     for what, value, target, met in checks:
         verdict = ("met" if met else "MISSED") if target else ""
-        print(f"{what:<32}{value:>8.2f}  {target:<8} {verdict}")
+        print(f"{what:<44}{value:>8.2f}  {target:<8} {verdict}")
 
 
 if __name__ == "__main__":
