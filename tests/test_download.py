@@ -117,9 +117,9 @@ def serve():
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch):
     """Retries without the real 1 s, 2 s, 4 s... waits."""
-    from alexnet_tui import download
+    from alexnet_tui import transfer
 
-    monkeypatch.setattr(download, "BACKOFF_S", 0.0)
+    monkeypatch.setattr(transfer, "BACKOFF_S", 0.0)
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -255,9 +255,9 @@ def test_file_changed_between_tries_starts_over_not_spliced(tmp_path, serve, hon
 
 @pytest.mark.parametrize("how", ["close", "reset", "stall"])
 def test_always_cut_gives_up_with_one_line_and_keeps_the_part(tmp_path, serve, capsys, monkeypatch, how):
-    from alexnet_tui import download
+    from alexnet_tui import transfer
 
-    monkeypatch.setattr(download, "TIMEOUT_S", 0.3)
+    monkeypatch.setattr(transfer, "TIMEOUT_S", 0.3)
     payload = make_zip(tmp_path)
     server = serve(payload, cuts=[1000, 1000, 1000], cut_how=how)
     dest = tmp_path / "cvd"

@@ -254,7 +254,7 @@ def test_a_cut_download_resumes_and_no_network_is_one_line(tmp_path, monkeypatch
     finally:
         server.close()
     assert (tmp_path / "w.pth").read_bytes() == payload and not (tmp_path / "w.pth.part").exists()
-    assert server.requests[1]["range"] == "bytes=700000-" and "trying again (attempt 2 of 5)" in notices[0]
+    assert server.requests[1]["range"] == "bytes=700000-" and "(retry 1 of 5)" in notices[0]
     monkeypatch.setattr(pretrained, "WEIGHTS_URL", server.url)  # closed now: nothing listens there
     assert main(["--no-ui", *TV_ARGS, "--pretrained", "--out", str(tmp_path / "run")]) == 1
     error = one_line_error(capsys)

@@ -9,10 +9,6 @@ here every file, downloaded, cached or given, is checked in full each run unless
 from __future__ import annotations
 
 import hashlib
-import http.client
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +19,7 @@ from torch import nn
 from torchvision.models import AlexNet_Weights, alexnet
 
 from alexnet_tui.errors import UsageError
+from alexnet_tui.transfer import DownloadError, fetch
 
 try:
     import fcntl
@@ -34,61 +31,18 @@ WEIGHTS_URL = AlexNet_Weights.IMAGENET1K_V1.url  # https://download.pytorch.org/
 WEIGHTS_SHA256 = "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02"
 WEIGHTS_SIZE = 244_408_911
 HEAD = "classifier.6"  # the last Linear: replaced by one for the data's classes
-ATTEMPTS = 5  # a cut or stalled transfer is tried again, going on from the bytes it has (Range)
-BACKOFF_S = 2.0
-TIMEOUT_S = 30.0
+RETRIES = 5  # a cut or stalled transfer is tried again, going on from the bytes it has
+BACKOFF_S = 2.0  # the first wait before a retry, doubling
 
 Notify = Callable[[str], None]
 Report = Callable[[int, int], None]
 
 
-class DownloadError(UsageError):
-    """The network failed: one line, exit code 1 (as `alexnet-tui download`)."""
-
-    exit_code = 1
-
-
-def _transient(error: BaseException) -> bool:
-    """A timeout, a reset or a cut body: worth another try. Refused, DNS, a full disk: said at once."""
-    reason = getattr(error, "reason", error)
-    return isinstance(reason, TimeoutError | ConnectionResetError | ConnectionAbortedError | http.client.HTTPException)
-
-
 def download(url: str, target: Path, report: Report, notify: Notify) -> None:
-    """url -> target through a `.part` file (renamed when whole), reporting (bytes, total) as it goes.
-    A cut or stalled connection is retried, resuming with Range where the server allows; the sha256
-    check that follows catches a file that changed on the server in between."""
-    part = target.with_name(target.name + ".part")
-    for attempt in range(1, ATTEMPTS + 1):
-        have = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-        got = 0
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-                have = have if response.status == 206 else 0  # 200: the whole file again
-                length = response.headers.get("Content-Length")
-                total = have + int(length) if length is not None else WEIGHTS_SIZE
-                with open(part, "ab" if have else "wb") as file:
-                    while chunk := response.read(1 << 20):
-                        file.write(chunk)
-                        got += len(chunk)
-                        report(have + got, total)
-                if length is not None and have + got < total:
-                    raise ConnectionResetError("the server closed the connection early")
-            part.replace(target)
-            return
-        except urllib.error.HTTPError as error:
-            if error.code == 416:  # a stale .part longer than the file: start over
-                part.unlink(missing_ok=True)
-                continue
-            raise DownloadError(f"download {url}: HTTP {error.code} {error.reason}") from None
-        except (OSError, http.client.HTTPException) as error:
-            reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
-            if attempt == ATTEMPTS or not _transient(error):
-                raise DownloadError(f"download {url}: {reason}") from None
-            notify(f"download {url}: {reason}; trying again (attempt {attempt + 1} of {ATTEMPTS})")
-            time.sleep(BACKOFF_S * attempt)
-    raise DownloadError(f"download {url}: the server keeps refusing the range of a partial download")
+    """url -> target through a `.part` file, renamed when whole (alexnet_tui/transfer.py, as `alexnet-tui
+    download`: a cut or stalled connection is retried with backoff, resuming with Range checked by If-Range,
+    so a file that changed on the server starts over; the sha256 check that follows catches the rest)."""
+    fetch(url, target, lambda done, total: report(done, total or WEIGHTS_SIZE), RETRIES, notify, BACKOFF_S)
 
 
 def hub_path() -> Path:
