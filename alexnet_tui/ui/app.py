@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -28,12 +26,12 @@ from alexnet_tui.engine.follow import CaughtUp, MetricsFollower
 from alexnet_tui.engine.remote import RemoteControl
 from alexnet_tui.engine.run_dir import STOP_FILE
 from alexnet_tui.errors import UsageError
-from alexnet_tui.headless import EXIT_SIGNAL, LineReporter
+from alexnet_tui.headless import LineReporter
 from alexnet_tui.metrics import RunFiles
 from alexnet_tui.processes import start_worker_processes
-from alexnet_tui.ui import terminal
+from alexnet_tui.ui.leaving import Leaving
 from alexnet_tui.ui.run_display import RunDisplay, guess_classes
-from alexnet_tui.ui.screens import ConfirmQuit, DownloadOffer, DownloadProgress, HelpScreen
+from alexnet_tui.ui.screens import DownloadOffer, DownloadProgress, HelpScreen
 from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
 from alexnet_tui.ui.widgets.report import ReportPane
@@ -46,7 +44,7 @@ REFRESH_HZ = 10  # the screen follows the engine at most this often, however fas
 TrainerFactory = Callable[[TrainConfig, list[ev.Subscriber], Control], Trainer]
 
 
-class AlexNetApp(RunDisplay, App[int]):
+class AlexNetApp(RunDisplay, Leaving, App[int]):
     """One app for the CLI, the screenshots and the tests; `trainer_factory` lets tests script the engine."""
 
     CSS_PATH = "app.tcss"
@@ -375,67 +373,3 @@ class AlexNetApp(RunDisplay, App[int]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
-
-    async def action_quit(self) -> None:
-        """ctrl+q (Textual's own quit key) goes through the same safe path as q."""
-        self.action_quit_app()
-
-    def action_quit_app(self) -> None:
-        if not self.state.busy or self.attached is not None:  # an attached screen leaves the run going
-            self.shutdown(0)
-            return
-
-        def answered(confirmed: bool | None) -> None:
-            if confirmed:
-                self.stop_then_quit("quit", 0)
-
-        self.push_screen(ConfirmQuit(), answered)
-
-    def stop_then_quit(self, reason: str, code: int) -> None:
-        self.quit_code = code
-        self.control.request_stop(reason)
-        self.log_line(f"{reason}: stopping the run at the next batch boundary, then quitting...")
-
-    # ---- signals ------------------------------------------------------------------------------
-    def on_signal(self, number: int) -> None:
-        if number == signal.SIGHUP:
-            self.on_hangup()
-        else:
-            self.on_terminate()
-
-    def on_terminate(self) -> None:
-        """SIGTERM (systemctl stop, scancel, kill): stop gracefully, save, exit 143."""
-        if self.state.busy and self.attached is None:
-            self.stop_then_quit("SIGTERM received", EXIT_SIGNAL[signal.SIGTERM])
-        else:
-            self.shutdown(EXIT_SIGNAL[signal.SIGTERM])
-
-    def on_hangup(self) -> None:
-        """SIGHUP: the terminal is gone (SSH dropped). A run in progress goes on to its end in this
-        process, headless, logging to RUN_DIR/train.log beside metrics.jsonl; the screen closes."""
-        terminal.detach_from_terminal()
-        self.hung_up = True
-        run_dir = self.trainer.position().run_dir if self.trainer is not None else None
-        if self.state.busy and self.attached is None and self.trainer is not None:
-            self.hangup_log = LineReporter(open(os.devnull, "w"), live=False)
-            if run_dir is not None:  # still preparing: the log opens itself when the run starts
-                self.hangup_log.open_log(run_dir)
-            self.hangup_log.line(f"the terminal hung up; the run goes on headless (pid {os.getpid()})")
-            self.trainer.subscribe(self.hangup_log)
-            self.exit(None)  # run_app waits for the engine and returns its exit code
-        else:
-            self.shutdown(0)
-
-    def shutdown(self, code: int) -> None:
-        self.drain_events()
-        self.release_engine()
-        self.exit(code)
-
-    def release_engine(self) -> None:
-        if self.trainer is not None:
-            self.trainer.close()
-        if self.run_files is not None:
-            self.run_files.close()
-            self.run_files = None
-        if self.hangup_log is not None:
-            self.hangup_log.close()
