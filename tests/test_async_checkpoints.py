@@ -184,3 +184,28 @@ def test_the_first_save_copies_into_buffers_made_beforehand_and_keeps_the_layout
     assert writer._buffers[("model", "w")] is reserved  # reused, not made again at every save
     saved = torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"]
     assert torch.equal(saved, live["model"]["w"]) and saved.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_each_save_is_paced_over_the_fastest_epoch_capped_and_the_last_is_not(tmp_path, monkeypatch):
+    from alexnet_tui.engine import trainer as trainer_module
+
+    spreads: list[float] = []
+    real_submit = CheckpointWriter.submit
+
+    def recording(self: CheckpointWriter, spread_s: float = 0.0) -> None:
+        spreads.append(spread_s)
+        real_submit(self, spread_s)
+
+    monkeypatch.setattr(CheckpointWriter, "submit", recording)
+    events: list[ev.Event] = []
+    trainer = Trainer(tiny_config(tmp_path, epochs=3), [events.append])
+    assert trainer.fit() is RunOutcome.FINISHED
+    trainer.close()
+    seconds = [e.seconds for e in events if isinstance(e, ev.EpochEnd)]
+    assert spreads == pytest.approx([0.75 * seconds[0], 0.75 * min(seconds[:2]), 0.0])  # the last one waits
+    spreads.clear()
+    monkeypatch.setattr(trainer_module, "MAX_SAVE_SPREAD_S", 1e-3)  # on disk soon after "Saving Model!"
+    trainer = Trainer(tiny_config(tmp_path / "capped", epochs=2), [])
+    assert trainer.fit() is RunOutcome.FINISHED
+    trainer.close()
+    assert spreads == [1e-3, 0.0]

@@ -232,6 +232,23 @@ async def test_charts_and_system_panel_follow_the_run():
 
 
 @pytest.mark.asyncio
+async def test_the_charts_tab_draws_what_came_after_its_last_redraw(monkeypatch):
+    """Drains redraw the shown charts at most every CHARTS_REDRAW_S: what came after (a run that
+    paused or ended right after a redraw) is drawn by the once-a-second panel update."""
+    from alexnet_tui.engine import events as ev
+
+    monkeypatch.setattr("alexnet_tui.ui.run_display.CHARTS_REDRAW_S", 3600.0)
+    app = scripted_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.state == "finished")
+        await pilot.press("3")
+        await wait_for(pilot, lambda: "best: epoch 2" in str(app.query_one("#chart-val-loss Label").render()))
+        app.pending.append(ev.EpochEnd(3, 3, 0.5, 0.9, 0.25, 0.95, 40.0, 12.0, True))
+        await wait_for(pilot, lambda: "best: epoch 3" in str(app.query_one("#chart-val-loss Label").render()), 3)
+
+
+@pytest.mark.asyncio
 async def test_the_batch_table_follows_the_newest_row_until_the_user_scrolls_up():
     from textual.app import App
 
@@ -263,6 +280,12 @@ async def test_the_batch_table_follows_the_newest_row_until_the_user_scrolls_up(
         await pilot.pause()
         assert bottom(table) == "360/999" and table.row_count == tables.MAX_BATCH_ROWS
         assert table.get_row_at(0)[1] == f"{361 - tables.MAX_BATCH_ROWS}/999"
+        await pilot.press("pageup")
+        top = table.render_line(1).text
+        table.add_batches(batches(361, 20))  # full: older rows leave, the rows being read stay put
+        await pilot.pause()
+        assert table.render_line(1).text == top and table.get_row_at(0)[1] == f"{381 - tables.MAX_BATCH_ROWS}/999"
+    assert tables.rate_text(12345.6) == "12346" and tables.rate_text(37.94) == "37.9"  # six characters
 
 
 @pytest.mark.asyncio

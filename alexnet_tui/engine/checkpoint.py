@@ -86,7 +86,7 @@ class _Pieces:
             self.unsynced += len(piece)
             if self.unsynced >= self.SYNC_BYTES:
                 self.file.flush()
-                os.fdatasync(self.file.fileno())
+                getattr(os, "fdatasync", os.fsync)(self.file.fileno())  # macOS, Windows: fsync
                 self.unsynced = 0
             self.on_written(len(piece))
         return len(view)

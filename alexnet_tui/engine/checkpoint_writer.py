@@ -214,7 +214,7 @@ class _Pacer:
     """Spreads a save's bytes evenly over `seconds`: on a machine whose cores all train, the write's
     CPU work (copies into the page cache, the disk's writeback) then costs each step of the next epoch
     a little instead of its first steps a lot (measured here: +0.3-0.5 s on the first step unpaced).
-    The trainer asks for 3/4 of an epoch's training time, so it is done before the next save;
+    The trainer asks for 3/4 of its fastest epoch's training time (at most 30 s): done before the next;
     the hurry event (wait(): a stop, the end of the run, the next save) ends the pacing at once."""
 
     def __init__(self, total_bytes: int, seconds: float, hurry: threading.Event) -> None:

@@ -50,6 +50,10 @@ from alexnet_tui.model import build_model
 
 RunState = ev.RunState
 REPORT_INTERVAL_S = 0.1  # metrics are read back from the device at most this often
+# A save is written in the background over 3/4 of the fastest epoch's training time (the next save or a
+# stop finds it done, however much faster later epochs are than the first), but never over more than
+# this: a kill -9 or a lost machine right after "Saving Model!" loses at most this much on disk.
+MAX_SAVE_SPREAD_S = 30.0
 
 
 class Trainer(Setup, Steering, Evaluations):
@@ -74,6 +78,7 @@ class Trainer(Setup, Steering, Evaluations):
         self._last_poll = 0.0
         self._loaders: dict[str, DataLoader] = {}
         self._checkpoints: CheckpointWriter | None = None  # made with the first epoch (rank 0)
+        self.fastest_epoch_s = float("inf")  # training seconds of the fastest epoch: paces the saves
 
     # ---- events and the drivers' view ---------------------------------------------------------
     def subscribe(self, subscriber: ev.Subscriber) -> None:
@@ -345,7 +350,8 @@ class Trainer(Setup, Steering, Evaluations):
             # trains. The run's last epoch (the final one, or --patience ran out) waits: nothing is
             # left to overlap, _finish reads best.pt, and a failure is best raised before moving on.
             last = progress.epoch > self.config.epochs or self._patience_ran_out(say=False)
-            self.save_last(wait=last, spread_s=totals.seconds * 0.75)  # paced over most of the next epoch
+            self.fastest_epoch_s = min(self.fastest_epoch_s, totals.seconds)
+            self.save_last(wait=last, spread_s=min(self.fastest_epoch_s * 0.75, MAX_SAVE_SPREAD_S))
         except CheckpointSaveError:
             # Nothing has trained since: a retry judges this epoch again and saves it (best_val_loss
             # was put back by the failed best.pt, if it was that one).

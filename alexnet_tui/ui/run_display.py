@@ -165,9 +165,11 @@ class RunDisplay(Base):
             super().notify(message, **options)
 
     def update_system(self) -> None:
-        """Once a second while the Charts tab (where the panel is) is shown."""
+        """Once a second while the Charts tab (where the panel is) is shown; also draws what the last
+        drains left to the next chart redraw (a run that paused or ended within CHARTS_REDRAW_S)."""
         if self.query_one(TabbedContent).active != "charts-tab":
             return
+        self.query_one(TrainingCharts).redraw()
         device = self.device_text.split()[0] if self.run_dir is not None else self.config.device
         self.query_one(SystemPanel).show(device, self.latest_rate, self.latest_wait)
 

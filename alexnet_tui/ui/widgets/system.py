@@ -66,6 +66,9 @@ class SystemPanel(Static):
 
     DEFAULT_CSS = "SystemPanel { height: auto; padding: 0 1; border-top: solid $primary; }"
 
+    def on_mount(self) -> None:
+        cpu_line()  # starts psutil's counters: the first draw (when the tab is first shown) is not all zeros
+
     def show(self, device: str, images_per_sec: float | None, data_wait_share: float | None) -> None:
         import torch
 

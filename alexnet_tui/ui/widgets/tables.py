@@ -17,6 +17,11 @@ from alexnet_tui.engine import events as ev
 MAX_BATCH_ROWS = 200  # older rows leave the table; every batch stays in metrics.jsonl
 
 
+def rate_text(images_per_sec: float) -> str:
+    """Six characters at most: a GPU's 10,000 img/s loses its decimal, not its last digit."""
+    return f"{images_per_sec:.1f}" if images_per_sec < 1000 else f"{images_per_sec:.0f}"
+
+
 class BatchTable(ScrollView):
     """The newest MAX_BATCH_ROWS batches, one line each, under a header that stays put.
 
@@ -28,6 +33,7 @@ class BatchTable(ScrollView):
 
     DEFAULT_CSS = """
     BatchTable { background: $surface; color: $foreground; overflow-x: hidden; }
+    BatchTable:focus { background-tint: $foreground 5%; }
     BatchTable > .batch-table--header { text-style: bold; background: $panel; color: $foreground; }
     BatchTable:ansi > .batch-table--header { background: ansi_bright_blue; color: ansi_default; }
     BatchTable > .batch-table--odd-row { background: $surface-lighten-1 50%; }
@@ -55,10 +61,12 @@ class BatchTable(ScrollView):
 
     def add_batches(self, rows: list[ev.BatchEnd]) -> None:
         """Many rows in one go: the drain hands over everything since the last screen update."""
+        dropped = 0
         for row in rows[-MAX_BATCH_ROWS:]:
             if len(self.rows) == MAX_BATCH_ROWS:
                 self.strips.pop(self.dropped, None)
                 self.dropped += 1
+                dropped += 1
             self.rows.append(
                 (
                     f"{row.epoch}/{row.epochs}",
@@ -67,13 +75,15 @@ class BatchTable(ScrollView):
                     f"{row.acc:.5f}",
                     f"{row.running_loss:.5f}",
                     f"{row.running_acc:.5f}",
-                    f"{row.images_per_sec:.1f}",
+                    rate_text(row.images_per_sec),
                     f"{row.lr:.2e}" if row.lr is not None else "-",
                 )
             )
         self.virtual_size = Size(self.line_width, len(self.rows) + 1)  # + the header
         if self.following:
             self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+        elif dropped:  # the rows the user reads stay where they are as older ones leave the top
+            self.scroll_to(y=max(0, self.scroll_y - dropped), animate=False, immediate=True)
         self.refresh()
 
     def on_resize(self) -> None:
@@ -150,7 +160,7 @@ class EpochTable(DataTable):
             f"{event.train_acc:.5f}",
             f"{event.val_loss:.5f}",
             f"{event.val_acc:.5f}",
-            f"{event.images_per_sec:.1f}",
+            rate_text(event.images_per_sec),
             f"{event.seconds:.1f}",
             "*" if event.best else "",
             key=key,
