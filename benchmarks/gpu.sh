@@ -11,4 +11,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device here'; print(torch.cuda.get_device_name())"
-exec python benchmarks/throughput.py --images 20000 --epochs 3 --device cuda --skip-tui --jobs "$(nproc)" "$@"
+exec python benchmarks/throughput.py --images 20000 --epochs 3 --device cuda --skip-tui --rounds 1 --jobs "$(nproc)" "$@"

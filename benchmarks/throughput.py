@@ -4,11 +4,12 @@ and the compute ceiling (benchmarks/ceiling.py: the same training step on a batc
     python benchmarks/throughput.py                 # 1200 PetImages-shaped JPEGs, 3 epochs (30 batches of 32)
     python benchmarks/throughput.py --images 20000 --device cuda --skip-tui --jobs 16   # see benchmarks/gpu.sh
 
-Same machine, same data folder, same batch size (32, 227x227), one run after another, each in a
-process of its own. (b) and (c) hold out 20% (the default --val-split), so 1200 images train 960
-a epoch: 30 batches. Prints, per run: training images/s per epoch (the engine's own figure: training
-time only), peak RSS, and for (b) and (c) the epoch-end stall; then b/a, c/b, b/ceiling and epoch 1's
-b/a, each against its target.
+Same machine, same data folder, same batch size (32, 227x227), one run after another, each in a process
+of its own; (b) and (c) twice, in the order b c c b, averaged (--rounds 1: once each), so that a machine
+whose speed drifts during the benchmark weighs on both alike. (b) and (c) hold out 20% (the default
+--val-split), so 1200 images train 960 a epoch: 30 batches. Prints, per run: training images/s per epoch
+(the engine's own figure: training time only), peak RSS, and for (b) and (c) the epoch-end stall; then
+b/a, c/b, b/ceiling and epoch 1's b/a, each against its target.
 
 The epoch-end stall, from the run's metrics.jsonl (every event has the wall-clock `time` at which it
 was emitted), for each pair of consecutive epochs e, e+1 of one fit, in two measures:
@@ -103,9 +104,9 @@ def epoch_rates(metrics: Path) -> list[float]:
     return [record["images_per_sec"] for record in read_records(metrics) if record["event"] == "epoch"]
 
 
-def run_rate(metrics: Path) -> float:
-    """Training images/s over all epochs: their images over their training seconds."""
-    epochs = [record for record in read_records(metrics) if record["event"] == "epoch"]
+def run_rate(runs: list[Path]) -> float:
+    """Training images/s over all epochs of these runs: their images over their training seconds."""
+    epochs = [record for path in runs for record in read_records(path) if record["event"] == "epoch"]
     return sum(e["images_per_sec"] * e["seconds"] for e in epochs) / sum(e["seconds"] for e in epochs)
 
 
@@ -194,6 +195,7 @@ def main() -> None:
     parser.add_argument("--amp", default="auto", help="passed to (b), (c) and the ceiling (default auto, as theirs)")
     parser.add_argument("--ceiling-steps", type=int, help="timed steps of the ceiling (default 20 CPU, 300 CUDA)")
     parser.add_argument("--jobs", type=int, default=1, help="processes generating the images")
+    parser.add_argument("--rounds", type=int, choices=(1, 2), default=2, help="2: (b) and (c) run as b c c b")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="alexnet-bench-"))
     env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"), "PYTHONPATH": str(HERE.parent)}
@@ -226,17 +228,32 @@ def main() -> None:
     common += ["--device", device]  # the default --val-split 0.2: 1200 images train 960, 30 batches
     common += ["--no-channels-last"] if args.no_channels_last else []
     common += ["--amp", args.amp]
-    _, rss_b = run([sys.executable, "-m", "alexnet_tui", "--no-ui", *common, "--out", str(work / "b")], env)
-    metrics_b = work / "b" / "metrics.jsonl"
-    results.append(("(b) alexnet-tui --no-ui", epoch_rates(metrics_b), rss_b, epoch_end_stalls(metrics_b)))
-    print(f"(b) done: {' '.join(f'{rate:.1f}' for rate in results[-1][1])} img/s; {load()}", flush=True)
-    training_seconds_b = epoch_seconds(metrics_b)
+    # (b) and (c) in the order b c c b (--rounds 2, the default): a machine that speeds up or slows
+    # down during the benchmark (other tenants, clocks) weighs on both alike. Each run has its own
+    # image cache, so every epoch 1 decodes the JPEGs as (a)'s does.
+    tui = HERE / "tui_driver.py"
+    kinds = ["b"] if args.skip_tui else ["b", "c"]
+    order = kinds if args.rounds == 1 else kinds + kinds[::-1]
+    metrics: dict[str, list[Path]] = {kind: [] for kind in kinds}
+    peak: dict[str, float] = dict.fromkeys(kinds, 0.0)
+    for index, kind in enumerate(order):
+        out = work / f"{kind}{index}"
+        command = [sys.executable, "-m", "alexnet_tui", "--no-ui"] if kind == "b" else [sys.executable, str(tui)]
+        run_env = {**env, "XDG_CACHE_HOME": str(out) + "-cache"}
+        _, rss = run([*command, *common, "--out", str(out)], run_env)
+        metrics[kind].append(out / "metrics.jsonl")
+        peak[kind] = max(peak[kind], rss)
+        rates_text = " ".join(f"{rate:.1f}" for rate in epoch_rates(out / "metrics.jsonl"))
+        print(f"({kind}) done: {rates_text} img/s; {load()}", flush=True)
+    names = {"b": "(b) alexnet-tui --no-ui", "c": "(c) alexnet-tui TUI"}
+    for kind in kinds:
+        per_run = [epoch_rates(path) for path in metrics[kind]]
+        rates = [statistics.mean(epoch) for epoch in zip(*per_run, strict=True)]
+        stalls = [stall for path in metrics[kind] for stall in epoch_end_stalls(path)]
+        results.append((names[kind], rates, peak[kind], stalls))
+    metrics_b = metrics["b"][0]
+    training_seconds_b = [seconds for path in metrics["b"] for seconds in epoch_seconds(path)]
     used = next(record["device"] for record in read_records(metrics_b) if record["event"] == "run_started")
-    if not args.skip_tui:
-        _, rss_c = run([sys.executable, str(HERE / "tui_driver.py"), *common, "--out", str(work / "c")], env)
-        metrics_c = work / "c" / "metrics.jsonl"
-        results.append(("(c) alexnet-tui TUI", epoch_rates(metrics_c), rss_c, epoch_end_stalls(metrics_c)))
-        print(f"(c) done: {' '.join(f'{rate:.1f}' for rate in results[-1][1])} img/s; {load()}", flush=True)
     top = ceiling(args, env)
 
     print(
@@ -266,7 +283,7 @@ def main() -> None:
     checks.append(("  the same with step (max)", worst_whole, f"<= {limit}", worst_whole <= limit))
     if "(c)" in runs:
         per_epoch = " ".join(f"{c / b:.2f}" for c, b in zip(runs["(c)"][0], b_rates, strict=False))
-        ratio = run_rate(metrics_c) / run_rate(metrics_b)  # every epoch: a single one moves by a few %
+        ratio = run_rate(metrics["c"]) / run_rate(metrics["b"])  # every epoch: a single one moves by a few %
         checks.append((f"c/b (whole run; per epoch {per_epoch})", ratio, ">= 0.97", ratio >= 0.97))
     ratio = b_rates[-1] / top
     checks.append(("b/ceiling (last epoch)", ratio, ">= 0.95", ratio >= 0.95))
