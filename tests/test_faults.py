@@ -46,6 +46,43 @@ def test_kill_9_at_random_moments_leaves_loadable_files_and_resumes(tmp_path):
     assert [r["start_epoch"] for r in resumed] == sorted(r["start_epoch"] for r in resumed)
 
 
+SLOW_SAVES = """
+import sys, time
+from alexnet_tui.engine import checkpoint, checkpoint_writer
+checkpoint._Pieces.PIECE_BYTES = 64 << 10
+written = checkpoint_writer._Pacer.written
+checkpoint_writer._Pacer.written = lambda pacer, count: (time.sleep(0.01), written(pacer, count))
+from alexnet_tui.cli import main
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_during_a_paced_background_save_keeps_the_files_before_it(tmp_path):
+    """The background write is paced over the next epoch: a kill -9 in the middle of it (here it is
+    slowed down to last seconds) leaves the previous best.pt and last.pt whole, and --resume goes on."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = tmp_path / "slow_saves.py"
+    script.write_text(SLOW_SAVES)
+    run = tmp_path / "run"
+    command = [sys.executable, str(script), "--no-ui", *TINY_ARGS, "--epochs", "4", "--out", str(run)]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while not ((run / "last.pt").exists() and list(run.glob(".*.pt.tmp*"))) and time.time() < deadline:
+        time.sleep(0.02)  # the second save (or a later one) is being written: files from the one before exist
+    assert list(run.glob(".*.pt.tmp*")), "no save in progress was seen"
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    before = load_checkpoint(run / "last.pt")
+    assert load_checkpoint(run / "best.pt")["architecture"] and before["epoch"] >= 2
+    resumed = subprocess.run(
+        [sys.executable, "-m", "alexnet_tui", "--no-ui", "--resume", str(run), "--epochs", "4"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(run / "last.pt")["epoch"] == 5 and not list(run.glob(".*.pt.tmp*"))
+
+
 def test_full_disk_while_saving_keeps_state_in_memory(tmp_path, monkeypatch):
     events: list[ev.Event] = []
     trainer = Trainer(tiny_config(tmp_path, epochs=2), [events.append])
