@@ -80,7 +80,10 @@ class CheckpointWriter:
             event = torch.cuda.Event()
             event.record(torch.cuda.current_stream(device))  # after the non_blocking copies on that stream
             ready.append(event)
-        total = sum(_tensor_bytes(file.payload) for file in self._staged)
+        shapes: list[tuple] = []
+        for file in self._staged:
+            self._shapes(file.payload, (), shapes)
+        total = sum(shape.numel() * dtype.itemsize for _, shape, _, dtype, _, _ in shapes)
         self._hurry = threading.Event()
         pacer = _Pacer(total, spread_s, self._hurry) if spread_s > 0 else None
         self._files, self._staged = self._staged, []
@@ -228,16 +231,6 @@ class _Pacer:
         ahead = self.done / self.rate - (time.monotonic() - self.started)
         if ahead > 0:
             self.hurry.wait(ahead)  # a sleep that wait() cuts short
-
-
-def _tensor_bytes(value: Any) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.nbytes
-    if isinstance(value, dict):
-        return sum(_tensor_bytes(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return sum(_tensor_bytes(item) for item in value)
-    return 0
 
 
 def _dense(tensor: torch.Tensor) -> bool:
