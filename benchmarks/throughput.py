@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -196,8 +197,19 @@ def main() -> None:
     parser.add_argument("--ceiling-steps", type=int, help="timed steps of the ceiling (default 20 CPU, 300 CUDA)")
     parser.add_argument("--jobs", type=int, default=1, help="processes generating the images")
     parser.add_argument("--rounds", type=int, choices=(1, 2), default=2, help="2: (b) and (c) run as b c c b")
+    parser.add_argument("--keep", action="store_true", help="keep the runs, caches and generated images")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="alexnet-bench-"))
+    try:
+        measure(args, work)
+    finally:  # each run caches its decoded images: a few GB a benchmark, which would fill /tmp
+        if args.keep:
+            print(f"kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"), "PYTHONPATH": str(HERE.parent)}
     data = Path(args.data) if args.data else make_pet_images(work / "data", args.images, jobs=args.jobs)
     device = args.device
