@@ -154,7 +154,7 @@ class _Transfer:
             if self.reached or _transient(error):
                 raise _Interrupted("cannot reach it", _reason(error)) from None
             raise DownloadError(
-                f"download {self.url}: cannot reach it ({_reason(error)}); check the address or use --url"
+                f"download {self.url}: cannot reach it ({_reason(error)}); check the address and the connection"
             ) from None
         self.reached = True
         return response

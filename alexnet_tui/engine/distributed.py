@@ -76,3 +76,17 @@ def weights_agree(model: torch.nn.Module, device: torch.device) -> bool:
     gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, checksum)
     return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def rank0_says(answer: bool) -> bool:
+    """Rank 0's answer on every rank (about a file that only rank 0 may be able to see)."""
+    shared = [answer]
+    dist.broadcast_object_list(shared, src=0)
+    return bool(shared[0])
+
+
+def broadcast_weights(model: torch.nn.Module) -> None:
+    """Rank 0's weights and buffers into every rank's copy of the model, in place (the tensors are on
+    the process group's device and contiguous: call before converting to channels_last)."""
+    for tensor in model.state_dict().values():
+        dist.broadcast(tensor, src=0)

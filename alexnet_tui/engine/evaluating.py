@@ -4,15 +4,19 @@ full report `e` asks for. Mixed into the Trainer."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torch import nn
 
 from alexnet_tui.engine import events as ev
-from alexnet_tui.engine.distributed import all_reduce_sum
+from alexnet_tui.engine.checkpoint import load_checkpoint
+from alexnet_tui.engine.distributed import all_reduce_sum, broadcast_weights, rank0_says, weights_agree
 from alexnet_tui.engine.evaluation import loss_and_accuracy
 from alexnet_tui.engine.tensors import to_model_input
+from alexnet_tui.engine.training_state import RunOutcome
+from alexnet_tui.model import build_model
 
 if TYPE_CHECKING:
     from alexnet_tui.engine.trainer import Trainer
@@ -25,6 +29,46 @@ RunState = ev.RunState
 
 
 class Evaluations(Base):
+    def _finish(self, start: float) -> RunOutcome:
+        """Reload the best weights into a model of their own and report them on data never used to
+        pick them. The training model keeps the last weights, which a stop here saves to last.pt."""
+        run_path = self.run_dir.path if self.run_dir else self.shared_run_path
+        if writer := self._checkpoints:
+            writer.wait()  # best.pt is read below
+        if self.ranks.distributed:
+            if not weights_agree(self.model, self.device):
+                return self._fail("the ranks' weights differ; the DDP run is not consistent")
+            self.emit(ev.Notice(f"weights identical on all {self.ranks.world_size} ranks"))
+        best = run_path / "best.pt"
+        final_model = self._best_model(best)
+        split = "test" if self.data is not None and self.data.test is not None else "val"
+        # With --test-split 0 this reports on the validation images, as the tutorial did.
+        result = self.evaluate(split, checkpoint=best, model=final_model)
+        if result is None:
+            self._stop(self.progress.epoch)
+            return RunOutcome.STOPPED
+        self.emit(ev.Finished(self.progress.best_val_loss, result[0], result[1], time.perf_counter() - start))
+        self._state(RunState.FINISHED)
+        return RunOutcome.FINISHED
+
+    def _best_model(self, best: Path) -> nn.Module:
+        """best.pt's weights in a model of their own (the training model if no best was saved). Under
+        DDP rank 0 reads the file and sends the weights: the other ranks may not see its folder (a
+        node-local --out), and each of them reports its share of the images."""
+        distributed = self.ranks.distributed
+        found = best.exists() if self.ranks.main else False
+        if distributed:
+            found = rank0_says(found)
+        if not found:
+            return self.model
+        model = build_model(self.config.arch, self.model.num_classes, self.model.image_size, self.model.width)
+        if self.ranks.main:
+            model.load_state_dict(load_checkpoint(best)["model"])
+        model = model.to(self.device)
+        if distributed:
+            broadcast_weights(model)
+        return model.to(memory_format=self.memory_format)
+
     def evaluate(
         self,
         split: str = "val",

@@ -22,11 +22,11 @@ from alexnet_tui.data import DataBundle
 from alexnet_tui.data.images import UNREADABLE
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.augment import augmented_input
-from alexnet_tui.engine.checkpoint import CheckpointSaveError, load_checkpoint
+from alexnet_tui.engine.checkpoint import CheckpointSaveError
 from alexnet_tui.engine.checkpoint_writer import CheckpointWriter
 from alexnet_tui.engine.control import Control
 from alexnet_tui.engine.device import describe
-from alexnet_tui.engine.distributed import all_reduce_sum, launched_ranks, weights_agree
+from alexnet_tui.engine.distributed import all_reduce_sum, launched_ranks
 from alexnet_tui.engine.evaluating import Evaluations
 from alexnet_tui.engine.loaders import shut_down
 from alexnet_tui.engine.recipe import (
@@ -46,7 +46,6 @@ from alexnet_tui.engine.training_state import (
     weights_payload,
 )
 from alexnet_tui.engine.window import MetricWindow
-from alexnet_tui.model import build_model
 
 RunState = ev.RunState
 REPORT_INTERVAL_S = 0.1  # metrics are read back from the device at most this often
@@ -392,33 +391,6 @@ class Trainer(Setup, Steering, Evaluations):
         self.emit(ev.Failed(message, details))
         self._state(RunState.FAILED)
         return RunOutcome.FAILED
-
-    def _finish(self, start: float) -> RunOutcome:
-        """Reload the best weights into a model of their own and report them on data never used to
-        pick them. The training model keeps the last weights, which a stop here saves to last.pt."""
-        run_path = self.run_dir.path if self.run_dir else self.shared_run_path
-        if writer := self._checkpoints:
-            writer.wait()  # best.pt is read below; under DDP the other ranks read it after the barrier
-        if self.ranks.distributed:
-            if not weights_agree(self.model, self.device):
-                return self._fail("the ranks' weights differ; the DDP run is not consistent")
-            self.emit(ev.Notice(f"weights identical on all {self.ranks.world_size} ranks"))
-            dist.barrier()  # rank 0 has written best.pt
-        best = run_path / "best.pt"
-        final_model = self.model
-        if best.exists():
-            final_model = build_model(self.config.arch, self.model.num_classes, self.model.image_size, self.model.width)
-            final_model.load_state_dict(load_checkpoint(best)["model"])
-            final_model = final_model.to(self.device, memory_format=self.memory_format)
-        split = "test" if self.data is not None and self.data.test is not None else "val"
-        # With --test-split 0 this reports on the validation images, as the tutorial did.
-        result = self.evaluate(split, checkpoint=best, model=final_model)
-        if result is None:
-            self._stop(self.progress.epoch)
-            return RunOutcome.STOPPED
-        self.emit(ev.Finished(self.progress.best_val_loss, result[0], result[1], time.perf_counter() - start))
-        self._state(RunState.FINISHED)
-        return RunOutcome.FINISHED
 
     def __enter__(self) -> Trainer:
         return self
