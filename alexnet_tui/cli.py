@@ -101,16 +101,23 @@ def train_parser() -> Parser:
 def build_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults <- the resumed checkpoint's settings <- the TOML file <- options typed on the command line."""
     values: dict[str, Any] = {}
+    saved: dict[str, Any] | None = None
     if args.resume:
         from alexnet_tui.engine.checkpoint import load_checkpoint
 
-        values.update(load_checkpoint(args.resume)["config"])
+        saved = load_checkpoint(args.resume)["config"]
+        values.update(saved)
         values["out"] = None  # the run continues in the checkpoint's own folder unless --out says otherwise
     if args.config:
         values.update(load_toml(args.config))
     typed = {key: value for key, value in vars(args).items() if value is not None and key not in ("no_ui", "config")}
     values.update(typed)
-    return TrainConfig.from_dict(values).validate()
+    config = TrainConfig.from_dict(values)
+    if saved is not None:  # `--resume RUN --arch tutorial`: say that the run's arch cannot change, before
+        from alexnet_tui.engine.training_state import resume_changes  # what the mix of both would break
+
+        resume_changes(saved, config)
+    return config.validate()
 
 
 def summary_command(argv: Sequence[str]) -> int:

@@ -182,20 +182,25 @@ def test_bad_weights_and_options_are_one_line(tmp_path, monkeypatch, capsys, pub
     assert not (tmp_path / "run").exists()
 
 
-def test_resume_keeps_the_architecture_and_refuses_another(tmp_path, capsys):
+def test_resume_keeps_the_architecture_and_refuses_another(tmp_path, capsys, imagenet_file):
     run = tmp_path / "run"
-    with Trainer(TrainConfig(**TV, out=str(run))) as trainer:
+    with Trainer(TrainConfig(**TV, out=str(run), weights=str(imagenet_file.path), verify=False)) as trainer:
         trainer.prepare()
         trainer.save_last()
     saved = load_checkpoint(run)
     assert saved["arch"] == "torchvision" and saved["architecture"] == "alexnet-2012-tutorial"
     config = build_config(train_parser().parse_args(["--resume", str(run)]))
     assert (config.arch, config.image_size) == ("torchvision", 67)
-    with Trainer(config) as resumed:
+    seen: list[ev.Event] = []
+    with Trainer(config, [seen.append]) as resumed:
         resumed.prepare()
         assert resumed.model.arch == "torchvision" and resumed.model.features[0].out_channels == 64
+    assert not any(isinstance(e, ev.Notice) and "ImageNet" in e.message for e in seen)  # weights from last.pt
+    # The identity is said first, not what `--arch tutorial` with the run's --pretrained would break.
     assert main(["--no-ui", "--resume", str(run), "--arch", "tutorial"]) == 2
-    assert "made for --arch torchvision, not tutorial" in one_line_error(capsys)
+    assert "--arch tutorial would change what this run is (it was trained with --arch torchvision)" in one_line_error(
+        capsys
+    )
 
 
 def test_checkpoints_from_before_arch_are_the_tutorials(tmp_path):
