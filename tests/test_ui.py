@@ -71,6 +71,31 @@ async def test_start_streams_rows_and_finishes_with_checkpoints(tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_early_stopping_is_said_and_leaves_a_full_bar_without_an_eta(tmp_path, monkeypatch):
+    """--patience ends the run at epoch 2 of 6: the log says why, the run bar is full, no ETA is left."""
+    evaluate = Trainer.evaluate
+
+    def never_better(self, split="val", checkpoint=None, model=None, requested=False):
+        result = evaluate(self, split, checkpoint, model, requested)
+        if result is None or checkpoint is not None or requested:
+            return result
+        return float(self.progress.epoch), result[1]  # val_loss 1, 2, ...: only epoch 1 is a best
+
+    monkeypatch.setattr(Trainer, "evaluate", never_better)
+    monkeypatch.setattr("alexnet_tui.engine.trainer.REPORT_INTERVAL_S", 0.0)
+    app = AlexNetApp(tiny_config(tmp_path, epochs=6, patience=1, limit_batches=2))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.state == "finished")
+        await pilot.press("6")  # the Log tab: a RichLog lays its lines out once shown
+        await pilot.pause(0.3)
+        log = "".join(segment.text for line in app.query_one("#log-view", RichLog).lines for segment in line)
+        assert "early stopping: val_loss has not improved for 1 epoch(s)" in log
+        assert app.query_one("#run-progress").percentage == 1.0
+        assert str(app.query_one("#eta").content) == ""
+
+
+@pytest.mark.asyncio
 async def test_stop_saves_then_start_goes_on_and_evaluate_adds_a_row(tmp_path, paced):
     app = AlexNetApp(tiny_config(tmp_path, epochs=2), trainer_factory=paced)
     async with app.run_test(size=(100, 30)) as pilot:

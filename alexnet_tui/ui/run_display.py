@@ -117,12 +117,8 @@ class RunDisplay(Base):
         elif isinstance(event, ev.EvaluationEnd) and (event.requested or event.checkpoint):
             self.query_one(EpochTable).add_evaluation(event)
             self.log_line(f"{event.split} loss: {event.loss:.5f}, {event.split} accuracy: {event.acc:.5f}")
-        elif isinstance(event, ev.Stopped):
-            self.log_line(f"stopped at epoch {event.epoch:02d}, batch {event.batch}; saved {event.last_checkpoint}")
-            self.notify(f"Saved {event.last_checkpoint}. Press s to go on.", title="Stopped", markup=False)
-        elif isinstance(event, ev.Finished):
-            self.log_line(f"finished in {event.seconds:.1f} s; test accuracy {event.test_acc:.5f}")
-            self.notify(f"test accuracy {event.test_acc:.5f}", title="Finished", markup=False)
+        elif isinstance(event, (ev.Stopped, ev.Finished)):
+            self.run_ended(event)
         elif isinstance(event, ev.Failed):
             self.log_line(f"training failed: {event.message}")
             self.notify(event.message, title="Training failed", severity="error", timeout=10, markup=False)
@@ -132,6 +128,18 @@ class RunDisplay(Base):
         elif isinstance(event, ev.Notice):
             self.log_line(event.message)
         self.update_status()
+
+    def run_ended(self, event: ev.Stopped | ev.Finished) -> None:
+        """Say it and leave no ETA behind; a finished run's bar is full (--patience ends it before its epochs)."""
+        show_text(self.query_one("#eta", Label), "")
+        if isinstance(event, ev.Stopped):
+            self.log_line(f"stopped at epoch {event.epoch:02d}, batch {event.batch}; saved {event.last_checkpoint}")
+            self.notify(f"Saved {event.last_checkpoint}. Press s to go on.", title="Stopped", markup=False)
+            return
+        bar = self.query_one("#run-progress", ProgressBar)
+        bar.update(total=bar.total or 1, progress=bar.total or 1)
+        self.log_line(f"finished in {event.seconds:.1f} s; test accuracy {event.test_acc:.5f}")
+        self.notify(f"test accuracy {event.test_acc:.5f}", title="Finished", markup=False)
 
     def show_progress(self, event: ev.Progress) -> None:
         """A long step that is not training (checking images, an evaluation) on the epoch bar."""
