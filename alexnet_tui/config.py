@@ -143,7 +143,24 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise UsageError(f"{source}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**values)
+        return cls(**{key: _checked(key, value, source) for key, value in values.items()})
+
+
+_KINDS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_WORDS = {"int": "a whole number", "float": "a number", "str": "a string in quotes", "bool": "true or false"}
+
+
+def _checked(key: str, value: Any, source: str) -> Any:
+    """A TOML file's value of the field's type (an int where a float is expected becomes one), or a
+    UsageError: `label_smoothing = "0.1"` or `pretrained = "no"` would otherwise fail deep in the run,
+    or worse, count as true."""
+    annotation = str(TrainConfig.__dataclass_fields__[key].type)
+    kind = annotation.removesuffix(" | None")
+    if value is None and kind != annotation:
+        return value
+    if isinstance(value, bool) != (kind == "bool") or not isinstance(value, _KINDS[kind]):
+        raise UsageError(f"{source}: {key} = {value!r} should be {_WORDS[kind]}")
+    return float(value) if kind == "float" else value
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -57,6 +57,10 @@ def test_settings_come_from_toml_and_the_command_line_wins(tmp_path, monkeypatch
         (["--out", "taken"], "already holds a run"),
         (["--resume", "taken"], "not a readable PyTorch checkpoint"),
         (["--config", "nope.toml"], "no such file"),
+        (["--config", "quoted.toml"], "quoted.toml: label_smoothing = '0.1' should be a number"),
+        (["--config", "no.toml"], "no.toml: pretrained = 'no' should be true or false"),  # not a true string
+        (["--config", "half.toml"], "half.toml: epochs = 2.5 should be a whole number"),
+        (["--config", "typo.toml"], "typo.toml: unknown setting 'learning_rate'"),
         (["--frobnicate"], "unrecognized arguments"),
     ],
 )
@@ -66,6 +70,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, m
     (tmp_path / "blocked").write_text("a file where a folder should be")
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "last.pt").write_bytes(b"precious")
+    (tmp_path / "quoted.toml").write_text('label_smoothing = "0.1"\n')
+    (tmp_path / "no.toml").write_text('pretrained = "no"\narch = "torchvision"\n')
+    (tmp_path / "half.toml").write_text("epochs = 2.5\n")
+    (tmp_path / "typo.toml").write_text("learning_rate = 0.001\n")
     assert main(["--no-ui", *TINY_ARGS, *args]) == 2
     captured = capsys.readouterr()
     assert message in captured.err and len(captured.err.strip().splitlines()) == 1
