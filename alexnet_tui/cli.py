@@ -111,6 +111,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         values.update(load_toml(args.config))
     typed = {key: value for key, value in vars(args).items() if value is not None and key not in ("no_ui", "config")}
+    if typed.get("weights"):  # config.toml then names the file from anywhere (a missing one is said in prepare)
+        typed["weights"] = str(Path(typed["weights"]).expanduser().absolute())
     values.update(typed)
     config = TrainConfig.from_dict(values)
     if saved is not None:  # `--resume RUN --arch tutorial`: say that the run's arch cannot change, before

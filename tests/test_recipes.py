@@ -203,6 +203,13 @@ def test_resume_keeps_the_architecture_and_refuses_another(tmp_path, capsys, ima
     )
 
 
+def test_a_weights_file_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
+    """config.toml names the file, not the folder the run was started from."""
+    monkeypatch.chdir(tmp_path)
+    config = build_config(train_parser().parse_args(["--arch", "torchvision", "--weights", "w/alexnet.pth"]))
+    assert config.weights == str(tmp_path / "w" / "alexnet.pth") and config.pretrained
+
+
 def test_checkpoints_from_before_arch_are_the_tutorials(tmp_path):
     from alexnet_tui.engine.checkpoint import CheckpointError, check_compatible, checkpoint_arch
 
