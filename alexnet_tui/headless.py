@@ -13,7 +13,7 @@ from typing import TextIO
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.engine import Control, RunOutcome, StoppedBeforeStart, Trainer
 from alexnet_tui.engine import events as ev
-from alexnet_tui.metrics import RunFiles
+from alexnet_tui.metrics import NoticeBacklog, RunFiles
 from alexnet_tui.processes import start_worker_processes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -39,6 +39,7 @@ class LineReporter:
         self.live = self.stream.isatty() if live is None else live
         self.terminal_gone = False
         self.log: TextIO | None = None
+        self.unlogged: list[str] = []
         self._progress = None
         self._task = None
         self._bar_label: str | None = None
@@ -64,12 +65,17 @@ class LineReporter:
     def open_log(self, run_dir: Path) -> None:
         if self.log is None:
             self.log = open(run_dir / "train.log", "a", encoding="utf-8")
+            self.log.writelines(text + "\n" for text in self.unlogged)  # said while preparing the run
+            self.unlogged.clear()
+            self.log.flush()
 
     def line(self, text: str) -> None:
         self.to_terminal(text)
         if self.log is not None:
             self.log.write(text + "\n")
             self.log.flush()
+        else:
+            self.unlogged.append(text)
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.RunStarted):
@@ -207,7 +213,8 @@ def run_headless(config: TrainConfig) -> int:
     if config.data != "demo":  # the demo set is in memory: no loader workers, no scan
         start_worker_processes()  # before any loader or pool, so they inherit the blocked stop signals
     reporter = LineReporter()
-    trainer = Trainer(config, [reporter], control)
+    backlog = NoticeBacklog()
+    trainer = Trainer(config, [reporter, backlog], control)
     files: RunFiles | None = None
     try:
         if trainer.ranks.main:  # under torchrun only rank 0 prints and writes files
@@ -215,7 +222,7 @@ def run_headless(config: TrainConfig) -> int:
         trainer.prepare()
         run_dir = trainer.position().run_dir
         if run_dir is not None:
-            files = RunFiles(run_dir)
+            files = RunFiles(run_dir, backlog.take())
             for subscriber in files.subscribers:
                 trainer.subscribe(subscriber)
         outcome = trainer.fit()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-from alexnet_tui.engine.events import Event
+from alexnet_tui.engine.events import Event, Notice
 
 
 class MetricsWriter:
@@ -64,14 +65,34 @@ class RunFiles:
     """What a run writes beside its checkpoints as it goes: metrics.jsonl, and TensorBoard event
     files when the optional extra is installed. The headless runner and the TUI both use it."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, earlier: Iterable[Event] = ()) -> None:
         from alexnet_tui.tensorboard import tensorboard_writer
 
         self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
         self.tensorboard = tensorboard_writer(run_dir)
         self.subscribers: list = [self.metrics] + ([self.tensorboard] if self.tensorboard else [])
+        for event in earlier:
+            for subscriber in self.subscribers:
+                subscriber(event)
 
     def close(self) -> None:
         self.metrics.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+class NoticeBacklog:
+    """A subscriber keeping the notices said before the run folder exists (prepare: which ImageNet
+    weights, verified or not, what --freeze trains), for RunFiles to write once it does."""
+
+    def __init__(self) -> None:
+        self.notices: list[Notice] | None = []
+
+    def __call__(self, event: Event) -> None:
+        if self.notices is not None and isinstance(event, Notice):
+            self.notices.append(event)
+
+    def take(self) -> list[Notice]:
+        """The notices so far; later ones are not kept (RunFiles has them from then on)."""
+        notices, self.notices = self.notices or [], None
+        return notices

@@ -142,6 +142,20 @@ def test_no_verify_loads_the_file_replaces_the_head_and_freeze_trains_the_classi
     assert any(n.startswith("--freeze features: training 54,") for n in notices)
 
 
+def test_the_weights_a_run_started_from_are_in_its_log_and_metrics(tmp_path, capsys, imagenet_file):
+    """Said while preparing, before the run folder exists: kept for train.log and metrics.jsonl too,
+    so that `attach` and a later reader know which file (verified or not) and what was trained."""
+    run = tmp_path / "run"
+    args = ["--no-ui", *TV_ARGS, "--weights", str(imagenet_file.path), "--no-verify", "--freeze", "features"]
+    assert main([*args, "--out", str(run)]) == 0
+    said = f"ImageNet weights: {imagenet_file.path} (not verified: --no-verify)"
+    log = (run / "train.log").read_text()
+    assert f"[INFO] {said}" in log and "[INFO] --freeze features: training 54," in log
+    assert log.index(said) < log.index("run directory:")
+    notices = [r["message"] for r in read_metrics(run / "metrics.jsonl") if r["event"] == "notice"]
+    assert notices[0] == said and any(n.startswith("--freeze features: training 54,") for n in notices)
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [

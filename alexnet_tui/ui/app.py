@@ -27,7 +27,7 @@ from alexnet_tui.engine.remote import RemoteControl
 from alexnet_tui.engine.run_dir import STOP_FILE
 from alexnet_tui.errors import UsageError
 from alexnet_tui.headless import LineReporter
-from alexnet_tui.metrics import RunFiles
+from alexnet_tui.metrics import NoticeBacklog, RunFiles
 from alexnet_tui.processes import start_worker_processes
 from alexnet_tui.ui.leaving import Leaving
 from alexnet_tui.ui.run_display import RunDisplay, guess_classes
@@ -181,7 +181,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             trainer.prepare()
             run_dir = trainer.position().run_dir
             assert run_dir is not None
-            self.run_files = RunFiles(run_dir)
+            self.run_files = RunFiles(run_dir, self.backlog.take())
             for subscriber in self.run_files.subscribers:
                 trainer.subscribe(subscriber)
         if task == "fit":
@@ -282,7 +282,8 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             self.run_files.close()
             self.run_files = None
         self.config = config
-        self.trainer = self.trainer_factory(config, [self.engine_event], self.control)
+        self.backlog = NoticeBacklog()
+        self.trainer = self.trainer_factory(config, [self.engine_event, self.backlog], self.control)
 
     def show_live(self) -> None:
         """The tables replace the settings form once a run or an evaluation starts."""
