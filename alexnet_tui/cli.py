@@ -124,19 +124,48 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 def summary_command(argv: Sequence[str]) -> int:
     parser = Parser(prog="alexnet-tui summary", description="Print torchsummary's table for the model.")
-    parser.add_argument("--num-classes", type=int, default=2)
-    parser.add_argument("--arch", choices=ARCHS, default="tutorial")
+    parser.add_argument("--num-classes", type=int, help="default 2")
+    parser.add_argument("--arch", choices=ARCHS, help="default tutorial")
     parser.add_argument("--image-size", type=int, help="default 227 (tutorial) or 224 (torchvision)")
-    parser.add_argument("--width", type=float, default=1.0, help="fraction of the tutorial's widths (default 1)")
+    parser.add_argument("--width", type=float, help="fraction of the tutorial's widths (default 1)")
+    parser.add_argument(
+        "--checkpoint", metavar="RUN_DIR|FILE", help="the network a run trained (its arch, classes, size, frozen part)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     args = parser.parse_args(argv)
-    config = TrainConfig(num_classes=args.num_classes, image_size=args.image_size, width=args.width, arch=args.arch)
+    freeze_what = "none"
+    if args.checkpoint:
+        from alexnet_tui.engine.checkpoint import checkpoint_arch, load_checkpoint
+        from alexnet_tui.inference import checkpoint_path
+
+        names = ("num_classes", "arch", "image_size", "width")
+        given = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is not None]
+        if given:
+            raise UsageError(f"--checkpoint gives the network; leave out {', '.join(given)}")
+        payload = load_checkpoint(checkpoint_path(args.checkpoint))
+        config = TrainConfig(
+            num_classes=payload["num_classes"],
+            image_size=payload["image_size"],
+            width=payload.get("width", 1.0),
+            arch=checkpoint_arch(payload),
+        )
+        freeze_what = payload.get("config", {}).get("freeze", "none")
+    else:
+        config = TrainConfig(
+            num_classes=args.num_classes or 2,
+            image_size=args.image_size,
+            width=args.width or 1.0,
+            arch=args.arch or "tutorial",
+        )
     config.validate()
     from alexnet_tui.engine.device import resolve_device
+    from alexnet_tui.engine.recipe import freeze
     from alexnet_tui.model import build_model, summary_text
 
     device = resolve_device(args.device)
-    model = build_model(config.arch, args.num_classes, config.image_size, config.width)
+    assert config.num_classes is not None and config.image_size is not None
+    model = build_model(config.arch, config.num_classes, config.image_size, config.width)
+    freeze(model, freeze_what)  # torchsummary counts the frozen features as non-trainable
     print(summary_text(model.to(device), device), end="")
     return 0
 

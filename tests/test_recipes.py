@@ -154,6 +154,13 @@ def test_the_weights_a_run_started_from_are_in_its_log_and_metrics(tmp_path, cap
     assert log.index(said) < log.index("run directory:")
     notices = [r["message"] for r in read_metrics(run / "metrics.jsonl") if r["event"] == "notice"]
     assert notices[0] == said and any(n.startswith("--freeze features: training 54,") for n in notices)
+    capsys.readouterr()
+    assert main(["summary", "--checkpoint", str(run)]) == 0  # the run's network: torchvision's, 3 classes, frozen
+    table = capsys.readouterr().out
+    assert "Conv2d-1           [-1, 64, 16, 16]" in table and "Linear-21                    [-1, 3]" in table
+    assert "Trainable params: 54," in table and "Non-trainable params: 2,469,696" in table
+    assert main(["summary", "--checkpoint", str(run), "--arch", "tutorial"]) == 2
+    assert "--checkpoint gives the network; leave out --arch" in one_line_error(capsys)
 
 
 @pytest.mark.parametrize(

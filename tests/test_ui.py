@@ -96,6 +96,17 @@ async def test_early_stopping_is_said_and_leaves_a_full_bar_without_an_eta(tmp_p
 
 
 @pytest.mark.asyncio
+async def test_the_model_tab_follows_the_arch_and_shows_frozen_features_as_non_trainable():
+    config = TrainConfig(data="demo", arch="torchvision", weights="alexnet.pth", freeze="features", num_classes=2)
+    app = AlexNetApp(config)
+    async with app.run_test(size=(100, 30)) as pilot:
+        summary = app.query(".summary").first()
+        await wait_for(pilot, lambda: "Total params" in str(summary.content), timeout=60)
+        text = str(summary.content)
+        assert "[-1, 64, 55, 55]" in text and "Non-trainable params: 2,469,696" in text
+
+
+@pytest.mark.asyncio
 async def test_stop_saves_then_start_goes_on_and_evaluate_adds_a_row(tmp_path, paced):
     app = AlexNetApp(tiny_config(tmp_path, epochs=2), trainer_factory=paced)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -158,9 +158,12 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
     # ---- model summary ------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="summary", exit_on_error=False)
     def compute_summary(self, num_classes: int, image_size: int) -> None:
+        from alexnet_tui.engine.recipe import freeze
         from alexnet_tui.model import build_model, summary_text
 
-        text = summary_text(build_model(self.config.arch, num_classes, image_size, self.config.width))
+        model = build_model(self.config.arch, num_classes, image_size, self.config.width)
+        freeze(model, self.config.freeze)  # frozen features show as non-trainable parameters
+        text = summary_text(model)
         self.call_from_thread(self.show_summary, text)  # once per run, not per batch
 
     def show_summary(self, text: str) -> None:
