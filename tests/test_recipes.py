@@ -172,7 +172,7 @@ def test_the_weights_a_run_started_from_are_in_its_log_and_metrics(tmp_path, cap
         ("freeze-alone", "--freeze features needs --pretrained"),
         ("missing", "no such file"),
         ("truncated", "bytes, not the"),
-        ("truncated-no-verify", "not a readable PyTorch weights file"),
+        ("truncated-no-verify", "not a readable PyTorch weights file (truncated, or not a file torch.save wrote)"),
         ("tutorial-state-dict", "another architecture than torchvision's AlexNet (features.0.weight is [6, 3, 11, 11]"),
         ("tutorial-checkpoint", "another architecture than torchvision's AlexNet (features.0.weight is [6, 3, 11, 11]"),
         ("warmup", "--warmup-epochs 1 leaves nothing of --epochs 1"),

@@ -9,6 +9,7 @@ here every file, downloaded, cached or given, is checked in full each run unless
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,12 +129,25 @@ def read_state_dict(path: Path, label: str) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - unpickling, zip and I/O errors alike: one line, not a traceback
-        raise UsageError(f"{label}: not a readable PyTorch weights file ({str(error).splitlines()[0][:100]})") from None
+        raise UsageError(f"{label}: not a readable PyTorch weights file ({_why_unreadable(path, error)})") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict) and "architecture" in loaded:
         loaded = loaded["model"]  # one of our checkpoints
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise UsageError(f"{label}: holds no state_dict of weights")
     return loaded
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """What torch.load's error means for the user, in a few words (its own text runs to paragraphs)."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        if zipfile.is_zipfile(path):
+            return "it holds Python objects besides tensors; only a state_dict or a checkpoint is loaded"
+        return "neither a torch.save zip archive nor a legacy one: truncated, or another kind of file"
+    if "central directory" in text or not zipfile.is_zipfile(path):
+        return "truncated, or not a file torch.save wrote"
+    first = text.splitlines()[0] if text.strip() else type(error).__name__
+    return first if len(first) <= 100 else first[:100].rsplit(" ", 1)[0] + " ..."
 
 
 def check_fits(state: dict[str, torch.Tensor], label: str) -> None:
