@@ -15,7 +15,10 @@ from torch.nn import functional as F
 
 from alexnet_tui.engine.tensors import _scaled_mean_std
 
-SCALE = (0.25, 1.0)  # of the cached image's area (torchvision's default is 0.08..1: for ImageNet's 1000 classes)
+# Of the cached image's area. torchvision's default, 0.08..1, is for ImageNet's 1000 classes and long
+# schedules; fastai's 0.35 suits short runs on small sets, and keeps objects in training crops closer
+# to their size in the whole test image (1.26x on average, against 1.33x at 0.25).
+SCALE = (0.35, 1.0)
 RATIO = (3 / 4, 4 / 3)  # width / height of the crop
 
 
