@@ -4,8 +4,14 @@ import os
 import subprocess
 import sys
 
+import torch
+
 from alexnet_tui.cli import main
 from alexnet_tui.engine.checkpoint import load_checkpoint
+from alexnet_tui.engine.control import Control
+from alexnet_tui.engine.distributed import Ranks
+from alexnet_tui.engine.steering import Steering
+from alexnet_tui.engine.training_state import RunProgress
 from alexnet_tui.metrics import read_metrics
 from tests.conftest import ROOT, TINY_ARGS
 
@@ -57,3 +63,38 @@ def test_two_gloo_processes_train_as_one_and_resume_on_one(tmp_path, monkeypatch
     assert main(["--no-ui", "--resume", "run", "--epochs", "3"]) == 0  # the DDP checkpoint, in one process
     out = capsys.readouterr().out
     assert "resuming at epoch 03, batch 0" in out and "epoch 03, loss:" in out
+
+
+class OneRankOfTwo(Steering):
+    """The batch-boundary logic of rank 1 of 2, with the agreement between ranks scripted."""
+
+    def __init__(self) -> None:
+        self.ranks, self.control, self.run_dir, self.device = Ranks(1, 1, 2), Control(), None, torch.device("cpu")
+        self._agreed_stop, self._last_poll, self.progress = False, 0.0, RunProgress(batch=8)  # a sync batch
+        self.agreements, self.stopped_at_agreement = 0, None
+
+    def _state(self, state) -> None:
+        pass
+
+    def _stop(self, epoch: int) -> None:
+        self.stopped_at_agreement = self.agreements
+
+
+def test_a_signal_after_the_ranks_agreed_waits_for_the_next_agreement(monkeypatch):
+    """SIGINT lands on this rank just after the ranks agreed to pause: stopping at once would leave the
+    other rank waiting in the next agreement while this one saves. It stops at the next agreement,
+    which the other rank joins with the same answer."""
+    rank = OneRankOfTwo()
+
+    def agree(stop, pause, evaluate, ranks, device):
+        rank.agreements += 1
+        if rank.agreements == 1:
+            rank.control.request_stop("SIGINT received")  # the signal, right after the collective
+            return False, True, False  # what both ranks had asked: pause
+        return stop, True, False  # the other rank sees this one's stop in this agreement
+
+    monkeypatch.setattr("alexnet_tui.engine.steering.agree", agree)
+    evaluate_now, must_pause = rank._requests_at_boundary()
+    assert (evaluate_now, must_pause) == (False, True)
+    assert rank._at_boundary(epoch=1, evaluate_now=False) is False
+    assert rank.stopped_at_agreement == 2

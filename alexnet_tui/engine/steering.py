@@ -42,7 +42,14 @@ class Steering(Base):
             control.request_stop("another rank was asked to stop")
         if not self.ranks.main:
             control.pause() if pause else control.resume()
+        self._agreed_stop = stop
         return stop, pause, evaluate
+
+    def _stopping(self) -> bool:
+        """Whether to stop at this boundary. Under DDP, what the ranks agreed: a signal that lands on one
+        rank after the agreement waits for the next one, or that rank alone would stop and save while
+        the others trained on, each waiting for the other's collectives."""
+        return self._agreed_stop if self.ranks.distributed else self.control.stop_requested
 
     def _serve_requests(self, every_s: float = REQUEST_POLL_S) -> None:
         """Requests from `attach` or a STOP file (rank 0 holds the folder), acknowledged on every screen."""
@@ -55,13 +62,13 @@ class Steering(Base):
 
     def _at_boundary(self, epoch: int, evaluate_now: bool) -> bool:
         """Serve pause and evaluate-now requests; False when the run must stop here."""
-        if evaluate_now and not self.control.stop_requested:
+        if evaluate_now and not self._stopping():
             self._requested_evaluation()
             if not self.control.paused:
                 self._state(RunState.TRAINING)
-        if self.control.paused and not self.control.stop_requested:
+        if self.control.paused and not self._stopping():
             self._state(RunState.PAUSED)
-            while self.control.paused and not self.control.stop_requested:
+            while self.control.paused and not self._stopping():
                 self.control.wait_while_paused()
                 self._serve_requests(every_s=0)
                 if self.ranks.distributed:
@@ -71,9 +78,9 @@ class Steering(Base):
                 if evaluate_now:
                     self._requested_evaluation()
                     self._state(RunState.PAUSED)
-            if not self.control.stop_requested:
+            if not self._stopping():
                 self._state(RunState.TRAINING)
-        if self.control.stop_requested:
+        if self._stopping():
             self._stop(epoch)
             return False
         return True
