@@ -116,7 +116,7 @@ def predict_image(
     try:
         # The geometry the run evaluated with: the tutorial's, or the ImageNet weights' (--pretrained).
         pretrained = bool(payload.get("config", {}).get("pretrained"))
-        pixels = load_resized(image, payload["image_size"], eval_variant(pretrained))
+        pixels = load_resized(image, payload["image_size"], eval_variant(pretrained), upright=True)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         reason = getattr(error, "strerror", None) or str(error).split("\n")[0]
         return f"{image}: cannot read it as an image ({reason})", False

@@ -1,5 +1,6 @@
 import json
 
+import torch
 from PIL import Image
 
 from alexnet_tui.cli import main
@@ -29,6 +30,47 @@ def test_evaluate_and_predict_from_a_checkpoint(tmp_path, pet_folder, capsys, mo
     assert f"{good}: " in captured.out and f"{gray}: " in captured.out
     assert "Cat" in captured.out and "Dog" in captured.out
     assert f"{broken}: cannot read it as an image" in captured.err
+
+
+def exif_orientation(value: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = value  # Orientation
+    return exif
+
+
+def test_a_sideways_photo_is_read_upright_for_predict_and_as_stored_for_training(tmp_path):
+    from alexnet_tui.data.images import load_resized
+
+    upright = Image.new("RGB", (120, 80), (200, 30, 30))
+    upright.paste((30, 30, 200), (0, 0, 60, 80))  # left half blue: any turn shows
+    upright.save(tmp_path / "upright.png")
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "phone.png", exif=exif_orientation(6))
+    seen = load_resized(tmp_path / "phone.png", 67, "eval", upright=True)
+    assert (seen == load_resized(tmp_path / "upright.png", 67, "eval")).all()
+    as_stored = load_resized(tmp_path / "phone.png", 67, "eval")  # what the tutorial's ImageFolder reads
+    assert not (as_stored == seen).all()
+
+
+class RedOnTheRight(torch.nn.Module):
+    """A classifier that can only tell where the red is: 'right' when it is in the right half."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        half = images.shape[-1] // 2
+        red = images[:, 0]
+        return torch.stack([red[..., :half].mean((1, 2)), red[..., half:].mean((1, 2))], 1) * 20
+
+
+def test_predict_sees_a_phone_photo_the_way_a_viewer_shows_it(tmp_path):
+    from alexnet_tui.inference import predict_image
+
+    upright = Image.new("RGB", (120, 80), (220, 20, 20))
+    upright.paste((20, 20, 220), (0, 0, 60, 80))  # blue on the left, red on the right
+    phone = tmp_path / "phone.jpg"  # stored sideways with EXIF orientation 6, as phones do
+    upright.transpose(Image.Transpose.ROTATE_90).save(phone, quality=95, exif=exif_orientation(6))
+    payload = {"image_size": 67, "class_names": ["left", "right"], "config": {}}
+    line, ok = predict_image(RedOnTheRight(), payload, str(phone), 1, torch.device("cpu"))
+    name, probability = line.removeprefix(f"{phone}: ").split()
+    assert ok and name == "right" and float(probability) > 0.9  # sideways, it would be a coin toss (0.5)
 
 
 def test_evaluate_refuses_a_checkpoint_for_other_classes(tmp_path, pet_folder, capsys, monkeypatch):

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
@@ -60,16 +60,34 @@ def split_variants(image_size: int, pretrained: bool, augment: bool) -> tuple[st
     return "imagenet" if pretrained else "train", image_size, eval_variant(pretrained)
 
 
-def load_resized(source: str | Path | BinaryIO, image_size: int, variant: str) -> torch.Tensor:
+def open_upright(source: str | Path | BinaryIO) -> Image.Image:
+    """An RGB picture the way a viewer shows it: a phone's photo stored sideways with an EXIF
+    orientation is turned upright (a broken EXIF block leaves the pixels as stored)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(source) as image:
+            try:
+                turned = ImageOps.exif_transpose(image)
+            except Exception:  # noqa: BLE001 - Pillow raises several kinds on malformed EXIF
+                turned = image
+            return turned.convert("RGB")
+
+
+def load_resized(source: str | Path | BinaryIO, image_size: int, variant: str, upright: bool = False) -> torch.Tensor:
     """Decode to RGB and apply a geometry; `image_size` is the side of the result.
     train: the tutorial's Resize(256)+CenterCrop(227); eval: its Resize(227); imagenet: the ImageNet
     weights' own (shorter side to 256, centre crop 224), for training and evaluation alike;
     augment / augment-imagenet: the training image before the crop, as a square (tutorial: Resize to
-    the side; imagenet: shorter side, centre crop), for random resized crops on the device."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with Image.open(source) as image:
-            rgb = image.convert("RGB")
+    the side; imagenet: shorter side, centre crop), for random resized crops on the device.
+    upright: apply the EXIF orientation first (predict: users' photos; the data is read as the
+    tutorial's ImageFolder reads it, as stored)."""
+    if upright:
+        rgb = open_upright(source)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(source) as image:
+                rgb = image.convert("RGB")
     if variant == "train":
         side = train_resize(image_size)
         rgb = F.center_crop(F.resize(rgb, [side, side]), [image_size, image_size])

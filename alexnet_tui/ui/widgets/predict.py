@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -10,6 +11,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, RichLog
 from textual.worker import Worker, WorkerState
 from textual_image.widget import Image as Picture
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 
 class PredictPane(Vertical):
@@ -43,18 +47,20 @@ class PredictPane(Vertical):
         self.predict(best, path)
 
     @work(thread=True, group="predict", exit_on_error=False)
-    def predict(self, best: Path, image: str) -> tuple[str, str | None]:
+    def predict(self, best: Path, image: str) -> tuple[str, PILImage | None]:
         """A fresh model from best.pt on the CPU: the training worker keeps the live model to itself.
-        Returns the line; the UI thread shows it (a worker never touches widgets)."""
+        Returns the line and the picture as predicted on (upright); the UI thread shows them (a worker
+        never touches widgets)."""
         import torch
 
+        from alexnet_tui.data.images import open_upright
         from alexnet_tui.engine.checkpoint import load_checkpoint
         from alexnet_tui.inference import model_from_checkpoint, predict_image
 
         payload = load_checkpoint(best)
         device = torch.device("cpu")
         line, readable = predict_image(model_from_checkpoint(payload, device), payload, image, 3, device)
-        return line, image if readable else None
+        return line, open_upright(image) if readable else None
 
     @on(Worker.StateChanged)
     def predicted(self, message: Worker.StateChanged) -> None:
