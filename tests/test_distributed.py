@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from alexnet_tui.cli import main
@@ -18,8 +19,20 @@ from tests.conftest import ROOT, TINY_ARGS
 TWO_RANKS = [*TINY_ARGS, "--demo-size", "96"]  # the last --demo-size wins: 78 training images
 
 
+# Each rank in a folder of its own, as on machines that do not share a disk: `--out run` is then
+# node-local, and rank 1 cannot see what rank 0 writes.
+NODE_LOCAL = """import os, sys
+os.makedirs(f"rank{os.environ['RANK']}", exist_ok=True)
+os.chdir(f"rank{os.environ['RANK']}")
+from alexnet_tui.cli import main
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_two_gloo_processes_train_as_one_and_resume_on_one(tmp_path, monkeypatch, capsys):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ALEXNET_TUI_DIST_TIMEOUT_S": "120"}
+    (tmp_path / "node_local.py").write_text(NODE_LOCAL)
     command = [
         sys.executable,
         "-m",
@@ -27,14 +40,15 @@ def test_two_gloo_processes_train_as_one_and_resume_on_one(tmp_path, monkeypatch
         "--standalone",
         "--nproc-per-node",
         "2",
-        "-m",
-        "alexnet_tui",
+        "node_local.py",
         "--no-ui",
         *TWO_RANKS,
         "--epochs",
-        "2",
+        "3",
         "--lr",
-        "3e-3",  # far enough from the initial weights that a rank evaluating those would show
+        "3e-3",  # best at epoch 2 (checked below): the last weights are not the best
+        "--amp",
+        "off",  # as `evaluate`, whatever this CPU's bf16
         "--device",
         "cpu",
         "--out",
@@ -43,34 +57,38 @@ def test_two_gloo_processes_train_as_one_and_resume_on_one(tmp_path, monkeypatch
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    assert out.count("epoch 02, loss:") == 1 and out.count("evaluation loss:") == 1  # rank 0 alone prints
+    assert out.count("epoch 03, loss:") == 1 and out.count("evaluation loss:") == 1  # rank 0 alone prints
     assert "weights identical on all 2 ranks" in out
     assert "unreadable" not in out
-    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    run = tmp_path / "rank0" / "run"
+    assert not (tmp_path / "rank1" / "run").exists()  # rank 0 alone writes
+    records = read_metrics(run / "metrics.jsonl")
     assert [r["event"] for r in records].count("run_started") == 1
     batches = [r for r in records if r["event"] == "batch"]
-    assert len(batches) == 10  # 78 training images over 2 ranks in batches of 8, 2 epochs
-    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert len(batches) == 15  # 78 training images over 2 ranks in batches of 8, 3 epochs
+    checkpoint = load_checkpoint(run / "last.pt")
     assert not any(key.startswith("module.") for key in checkpoint["model"])
+    assert checkpoint["best_epoch"] == 2  # so a rank reporting its last weights would move the figures
     monkeypatch.chdir(tmp_path)
-    # Each rank reported its share of the test images with best.pt's weights, sent by rank 0 (a rank
-    # with another model, e.g. its initial one, moves the loss): the same as one process evaluating it.
+    # Each rank reported its share of the test images with best.pt's weights, which rank 0 read and sent
+    # (rank 1 cannot see the file): the same figures as one process evaluating best.pt.
     final = next(r for r in records if r["event"] == "evaluation" and r["split"] == "test")
-    assert main(["evaluate", "--checkpoint", "run", "--split", "test"]) == 0
+    assert main(["evaluate", "--checkpoint", str(run), "--split", "test"]) == 0
     alone = capsys.readouterr().out.splitlines()[0]
     assert alone.startswith(f"evaluation loss: {final['loss']:.5f}, evaluation accuracy: {final['acc']:.5f}")
-    assert final["loss"] < 1.0  # trained away from chance (ln 3 = 1.0986), so the comparison means something
-    assert main(["--no-ui", "--resume", "run", "--epochs", "3"]) == 0  # the DDP checkpoint, in one process
+    assert main(["--no-ui", "--resume", str(run), "--epochs", "4"]) == 0  # the DDP checkpoint, in one process
     out = capsys.readouterr().out
-    assert "resuming at epoch 03, batch 0" in out and "epoch 03, loss:" in out
+    assert "resuming at epoch 04, batch 0" in out and "epoch 04, loss:" in out
 
 
 class OneRankOfTwo(Steering):
-    """The batch-boundary logic of rank 1 of 2, with the agreement between ranks scripted."""
+    """The batch-boundary logic of one rank of two, with the agreement between the ranks scripted."""
 
-    def __init__(self) -> None:
-        self.ranks, self.control, self.run_dir, self.device = Ranks(1, 1, 2), Control(), None, torch.device("cpu")
-        self._agreed_stop, self._last_poll, self.progress = False, 0.0, RunProgress(batch=8)  # a sync batch
+    def __init__(self, rank: int) -> None:
+        self.ranks, self.control, self.run_dir = Ranks(rank, rank, 2), Control(), None
+        self.device, self.progress = torch.device("cpu"), RunProgress(batch=8)  # a batch the ranks agree at
+        self._agreed_stop = self._agreed_pause = False
+        self._last_poll = 0.0
         self.agreements, self.stopped_at_agreement = 0, None
 
     def _state(self, state) -> None:
@@ -80,21 +98,24 @@ class OneRankOfTwo(Steering):
         self.stopped_at_agreement = self.agreements
 
 
-def test_a_signal_after_the_ranks_agreed_waits_for_the_next_agreement(monkeypatch):
-    """SIGINT lands on this rank just after the ranks agreed to pause: stopping at once would leave the
-    other rank waiting in the next agreement while this one saves. It stops at the next agreement,
-    which the other rank joins with the same answer."""
-    rank = OneRankOfTwo()
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_signal_after_the_ranks_agreed_to_pause_waits_for_the_next_agreement(monkeypatch, rank):
+    """SIGINT lands on one rank just after the ranks agreed to pause (rank 1 has mirrored the pause).
+    A stop also lifts a pause: that rank must neither train on alone nor stop alone, either way leaving
+    the other rank waiting in a collective. It stops at the next agreement, which the other rank joins
+    with the same answer."""
+    this = OneRankOfTwo(rank)
+    if rank == 0:
+        this.control.pause()  # the user's pause, which rank 0 holds
 
     def agree(stop, pause, evaluate, ranks, device):
-        rank.agreements += 1
-        if rank.agreements == 1:
-            rank.control.request_stop("SIGINT received")  # the signal, right after the collective
-            return False, True, False  # what both ranks had asked: pause
-        return stop, True, False  # the other rank sees this one's stop in this agreement
+        this.agreements += 1
+        if this.agreements == 1:
+            return False, True, False  # what the ranks asked: pause
+        return stop, True, False  # the other rank learns this one's stop in this agreement
 
     monkeypatch.setattr("alexnet_tui.engine.steering.agree", agree)
-    evaluate_now, must_pause = rank._requests_at_boundary()
-    assert (evaluate_now, must_pause) == (False, True)
-    assert rank._at_boundary(epoch=1, evaluate_now=False) is False
-    assert rank.stopped_at_agreement == 2
+    assert this._requests_at_boundary() == (False, True)
+    this.control.request_stop("SIGINT received")  # the signal, right after the agreement
+    assert this._at_boundary(epoch=1, evaluate_now=False) is False
+    assert this.stopped_at_agreement == 2

@@ -42,7 +42,7 @@ class Steering(Base):
             control.request_stop("another rank was asked to stop")
         if not self.ranks.main:
             control.pause() if pause else control.resume()
-        self._agreed_stop = stop
+        self._agreed_stop, self._agreed_pause = stop, pause
         return stop, pause, evaluate
 
     def _stopping(self) -> bool:
@@ -50,6 +50,11 @@ class Steering(Base):
         rank after the agreement waits for the next one, or that rank alone would stop and save while
         the others trained on, each waiting for the other's collectives."""
         return self._agreed_stop if self.ranks.distributed else self.control.stop_requested
+
+    def _pausing(self) -> bool:
+        """Whether to stay paused. Under DDP, what the ranks agreed, for the same reason: a stop request
+        also lifts a pause (Control), and one rank leaving the pause alone would train on by itself."""
+        return self._agreed_pause if self.ranks.distributed else self.control.paused
 
     def _serve_requests(self, every_s: float = REQUEST_POLL_S) -> None:
         """Requests from `attach` or a STOP file (rank 0 holds the folder), acknowledged on every screen."""
@@ -64,11 +69,11 @@ class Steering(Base):
         """Serve pause and evaluate-now requests; False when the run must stop here."""
         if evaluate_now and not self._stopping():
             self._requested_evaluation()
-            if not self.control.paused:
+            if not self._pausing():
                 self._state(RunState.TRAINING)
-        if self.control.paused and not self._stopping():
+        if self._pausing() and not self._stopping():
             self._state(RunState.PAUSED)
-            while self.control.paused and not self._stopping():
+            while self._pausing() and not self._stopping():
                 self.control.wait_while_paused()
                 self._serve_requests(every_s=0)
                 if self.ranks.distributed:

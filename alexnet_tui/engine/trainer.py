@@ -75,7 +75,7 @@ class Trainer(Setup, Steering, Evaluations):
         self.run_dir: RunDirectory | None = None
         self.resume_notes: list[str] = []  # options changed on resume, said when the run starts
         self._last_poll = 0.0
-        self._agreed_stop = False  # under DDP: the stop all ranks agreed on at the last agreement
+        self._agreed_stop = self._agreed_pause = False  # under DDP: what the ranks agreed on last
         self._loaders: dict[str, DataLoader] = {}
         self._checkpoints: CheckpointWriter | None = None  # made with the first epoch (rank 0)
         self.fastest_epoch_s = float("inf")  # training seconds of the fastest epoch: paces the saves
