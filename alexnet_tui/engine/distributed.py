@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from alexnet_tui.errors import UsageError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,11 @@ def weights_agree(model: torch.nn.Module, device: torch.device) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
-def rank0_says(answer: bool) -> bool:
+def rank0_says(answer: T) -> T:
     """Rank 0's answer on every rank (about a file that only rank 0 may be able to see)."""
     shared = [answer]
     dist.broadcast_object_list(shared, src=0)
-    return bool(shared[0])
+    return shared[0]
 
 
 def broadcast_weights(model: torch.nn.Module) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from alexnet_tui.engine import events as ev
-from alexnet_tui.engine.checkpoint import load_checkpoint
+from alexnet_tui.engine.checkpoint import CheckpointError, load_checkpoint
 from alexnet_tui.engine.distributed import all_reduce_sum, broadcast_weights, rank0_says, weights_agree
 from alexnet_tui.engine.evaluation import loss_and_accuracy
 from alexnet_tui.engine.tensors import to_model_input
@@ -54,18 +54,24 @@ class Evaluations(Base):
     def _best_model(self, best: Path) -> nn.Module:
         """best.pt's weights in a model of their own (the training model if no best was saved). Under
         DDP rank 0 reads the file and sends the weights: the other ranks may not see its folder (a
-        node-local --out), and each of them reports its share of the images."""
-        distributed = self.ranks.distributed
-        found = best.exists() if self.ranks.main else False
-        if distributed:
-            found = rank0_says(found)
+        node-local --out), and each of them reports its share of the images. A best.pt that cannot be
+        read fails every rank alike, not rank 0 alone while the others wait for its weights."""
+        model = build_model(self.config.arch, self.model.num_classes, self.model.image_size, self.model.width)
+        found, problem = False, ""
+        if self.ranks.main and best.exists():
+            try:
+                model.load_state_dict(load_checkpoint(best)["model"])
+                found = True
+            except CheckpointError as error:
+                problem = str(error)
+        if self.ranks.distributed:
+            found, problem = rank0_says((found, problem))
+        if problem:
+            raise CheckpointError(problem)
         if not found:
             return self.model
-        model = build_model(self.config.arch, self.model.num_classes, self.model.image_size, self.model.width)
-        if self.ranks.main:
-            model.load_state_dict(load_checkpoint(best)["model"])
         model = model.to(self.device)
-        if distributed:
+        if self.ranks.distributed:
             broadcast_weights(model)
         return model.to(memory_format=self.memory_format)
 
