@@ -111,9 +111,9 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         values.update(load_toml(args.config))
     typed = {key: value for key, value in vars(args).items() if value is not None and key not in ("no_ui", "config")}
-    if typed.get("weights"):  # config.toml then names the file from anywhere (a missing one is said in prepare)
-        typed["weights"] = str(Path(typed["weights"]).expanduser().absolute())
     values.update(typed)
+    if values.get("weights"):  # config.toml then names the file from anywhere (a missing one is said in prepare)
+        values["weights"] = str(Path(values["weights"]).expanduser().absolute())
     config = TrainConfig.from_dict(values)
     if saved is not None:  # `--resume RUN --arch tutorial`: say that the run's arch cannot change, before
         from alexnet_tui.engine.training_state import resume_changes  # what the mix of both would break
@@ -152,9 +152,9 @@ def summary_command(argv: Sequence[str]) -> int:
         freeze_what = payload.get("config", {}).get("freeze", "none")
     else:
         config = TrainConfig(
-            num_classes=args.num_classes or 2,
+            num_classes=2 if args.num_classes is None else args.num_classes,
             image_size=args.image_size,
-            width=args.width or 1.0,
+            width=1.0 if args.width is None else args.width,
             arch=args.arch or "tutorial",
         )
     config.validate()

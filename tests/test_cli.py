@@ -87,6 +87,8 @@ def test_summary_prints_the_tutorial_table(capsys):
     assert capsys.readouterr().out.endswith(TUTORIAL_TABLE_TAIL)
     assert main(["summary"]) == 0
     assert "Linear-20                    [-1, 2]" in capsys.readouterr().out
+    assert main(["summary", "--num-classes", "0"]) == 2  # refused, not taken for the default
+    assert "--num-classes must be at least 2, got 0" in capsys.readouterr().err
 
 
 def test_headless_never_imports_textual(tmp_path):

@@ -229,6 +229,9 @@ def test_a_weights_file_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = build_config(train_parser().parse_args(["--arch", "torchvision", "--weights", "w/alexnet.pth"]))
     assert config.weights == str(tmp_path / "w" / "alexnet.pth") and config.pretrained
+    (tmp_path / "run.toml").write_text('arch = "torchvision"\nweights = "w/alexnet.pth"\n')
+    config = build_config(train_parser().parse_args(["--config", "run.toml"]))
+    assert config.weights == str(tmp_path / "w" / "alexnet.pth")
 
 
 def test_checkpoints_from_before_arch_are_the_tutorials(tmp_path):

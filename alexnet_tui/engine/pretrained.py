@@ -61,13 +61,16 @@ def sha256_of(path: Path) -> str:
 
 def verify(path: Path, label: str, remedy: str) -> None:
     """The published size and sha256, or a UsageError naming what differs and what to do."""
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+        digest = sha256_of(path) if size == WEIGHTS_SIZE else ""
+    except OSError as error:
+        raise UsageError(f"{label}: cannot read it ({error.strerror})") from None
     if size != WEIGHTS_SIZE:
         raise UsageError(
             f"{label}: {size:,} bytes, not the {WEIGHTS_SIZE:,} of torchvision's ImageNet AlexNet "
             f"(a truncated or another file); {remedy}"
         )
-    digest = sha256_of(path)
     if digest != WEIGHTS_SHA256:
         raise UsageError(f"{label}: sha256 {digest}, expected {WEIGHTS_SHA256}; {remedy}")
 
@@ -139,11 +142,13 @@ def read_state_dict(path: Path, label: str) -> dict[str, torch.Tensor]:
 
 def _why_unreadable(path: Path, error: Exception) -> str:
     """What torch.load's error means for the user, in a few words (its own text runs to paragraphs)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror  # e.g. Permission denied
     text = str(error)
     if "Weights only load failed" in text:
         if zipfile.is_zipfile(path):
             return "it holds Python objects besides tensors; only a state_dict or a checkpoint is loaded"
-        return "neither a torch.save zip archive nor a legacy one: truncated, or another kind of file"
+        return "truncated, another kind of file, or one holding Python objects besides tensors"
     if "central directory" in text or not zipfile.is_zipfile(path):
         return "truncated, or not a file torch.save wrote"
     first = text.splitlines()[0] if text.strip() else type(error).__name__

@@ -120,6 +120,7 @@ class RunDisplay(Base):
         elif isinstance(event, (ev.Stopped, ev.Finished)):
             self.run_ended(event)
         elif isinstance(event, ev.Failed):
+            show_text(self.query_one("#eta", Label), "")
             self.log_line(f"training failed: {event.message}")
             self.notify(event.message, title="Training failed", severity="error", timeout=10, markup=False)
         elif isinstance(event, ev.ControlAck):
@@ -151,6 +152,8 @@ class RunDisplay(Base):
         if event.done and event.done < event.total:
             minutes, seconds = divmod(int((event.total - event.done) / rate), 60)
             show_text(self.query_one("#eta", Label), f"ETA {minutes}:{seconds:02d}")
+        elif event.done >= event.total:
+            show_text(self.query_one("#eta", Label), "")  # done: no time left to tell
 
     def run_started(self, event: ev.RunStarted) -> None:
         data = event.dataset
