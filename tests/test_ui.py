@@ -84,13 +84,14 @@ async def test_early_stopping_is_said_and_leaves_a_full_bar_without_an_eta(tmp_p
     monkeypatch.setattr(Trainer, "evaluate", never_better)
     monkeypatch.setattr("alexnet_tui.engine.trainer.REPORT_INTERVAL_S", 0.0)
     app = AlexNetApp(tiny_config(tmp_path, epochs=6, patience=1, limit_batches=2))
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await pilot.press("s")
         await wait_for(pilot, lambda: app.state == "finished")
         await pilot.press("6")  # the Log tab: a RichLog lays its lines out once shown
         await pilot.pause(0.3)
         log = "".join(segment.text for line in app.query_one("#log-view", RichLog).lines for segment in line)
         assert "early stopping: val_loss has not improved for 1 epoch(s)" in log
+        assert any(n.title == "Early stopping" for n in app._notifications)  # seen from any tab
         assert app.query_one("#run-progress").percentage == 1.0
         assert str(app.query_one("#eta").content) == ""
 

@@ -143,6 +143,7 @@ class Notice(Event):
     name: ClassVar[str] = "notice"
     message: str
     level: str = "info"
+    title: str = ""  # a titled notice is news worth a toast on a screen (early stopping), not only a log line
 
 
 @dataclass

@@ -219,7 +219,8 @@ class Trainer(Setup, Steering, Evaluations):
         if not patience_ran_out(self.config.patience, progress.epoch, progress.best_epoch):
             return False
         if say:
-            self.emit(ev.Notice(early_stop_message(self.config.patience, progress.best_val_loss, progress.best_epoch)))
+            message = early_stop_message(self.config.patience, progress.best_val_loss, progress.best_epoch)
+            self.emit(ev.Notice(message, title="Early stopping"))
         return True
 
     # ---- checkpoints --------------------------------------------------------------------------

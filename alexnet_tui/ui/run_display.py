@@ -128,6 +128,8 @@ class RunDisplay(Base):
             self.notify(f"{event.command} requested by {event.sender}", title="Request taken", markup=False)
         elif isinstance(event, ev.Notice):
             self.log_line(event.message)
+            if event.title:
+                self.notify(event.message, title=event.title, timeout=10, markup=False)
         self.update_status()
 
     def run_ended(self, event: ev.Stopped | ev.Finished) -> None:
