@@ -84,7 +84,9 @@ def train_parser() -> Parser:
     )
     recipe("--freeze", choices=FREEZE_MODES, help="features: train the classifier only (needs --pretrained)")
     recipe("--augment", action="store_true", default=None, help="random resized crops and flips, on the device")
-    recipe("--schedule", choices=SCHEDULES, help="learning rate set every batch, after a warm-up (default none: constant)")
+    recipe(
+        "--schedule", choices=SCHEDULES, help="learning rate set every batch, after a warm-up (default none: constant)"
+    )
     recipe("--warmup-epochs", type=float, help="epochs of warm-up before the schedule (default 1; fractions allowed)")
     recipe("--weight-decay", type=float, help="decoupled weight decay: switches Adam to AdamW (default 0)")
     recipe("--label-smoothing", type=float, help="label smoothing of the training loss (default 0)")
