@@ -163,6 +163,30 @@ def _checked(key: str, value: Any, source: str) -> Any:
     return float(value) if kind == "float" else value
 
 
+RECIPE_FIELDS = ("arch", "pretrained", "freeze", "augment", "schedule", "warmup_epochs", "weight_decay",
+                 "label_smoothing", "patience", "tta")  # fmt: skip
+
+
+def recipe_text(settings: dict[str, Any]) -> str:
+    """The recipe in one line, as options: the learning rate and batch, then whatever differs from the
+    tutorial's (a run's config.toml says it all; this is what a reader of the log wants first)."""
+    defaults = TrainConfig()
+    words = [f"--lr {settings.get('lr', defaults.lr):g}", f"--batch-size {settings.get('batch_size', 32)}"]
+    for name in RECIPE_FIELDS:
+        value, default = settings.get(name, getattr(defaults, name)), getattr(defaults, name)
+        if name == "warmup_epochs" and settings.get("schedule", "none") == "none":
+            continue  # no schedule, no warm-up
+        if value == default or value is None:
+            continue
+        option = "--" + name.replace("_", "-")
+        if value is not True:
+            option += f" {value:g}" if isinstance(value, float) else f" {value}"
+        words.append(option)
+    if len(words) == 2:
+        words.append("(Adam, a constant rate, no augmentation)")
+    return " ".join(words)
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read settings from a TOML file; keys may use dashes or underscores."""
     try:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from alexnet_tui.config import TrainConfig
+from alexnet_tui.config import TrainConfig, recipe_text
 from alexnet_tui.engine import Control, RunOutcome, StoppedBeforeStart, Trainer
 from alexnet_tui.engine import events as ev
 from alexnet_tui.metrics import NoticeBacklog, RunFiles
@@ -83,6 +83,7 @@ class LineReporter:
             data = event.dataset
             self.line(f"run directory: {event.run_dir}")
             self.line(f"device: {event.device}, mixed precision: {event.amp}")
+            self.line(f"recipe: {recipe_text(event.config)}")
             self.line(
                 f"data: {data['name']}, {len(data['class_names'])} classes ({', '.join(data['class_names'])}), "
                 f"{data['train']} train / {data['val']} val / {data['test']} test images, {data['skipped']} skipped"

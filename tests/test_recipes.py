@@ -151,6 +151,7 @@ def test_the_weights_a_run_started_from_are_in_its_log_and_metrics(tmp_path, cap
     said = f"ImageNet weights: {imagenet_file.path} (not verified: --no-verify)"
     log = (run / "train.log").read_text()
     assert f"[INFO] {said}" in log and "[INFO] --freeze features: training 54," in log
+    assert "recipe: --lr 0.0001 --batch-size 4 --arch torchvision --pretrained --freeze features\n" in log
     assert log.index(said) < log.index("run directory:")
     notices = [r["message"] for r in read_metrics(run / "metrics.jsonl") if r["event"] == "notice"]
     assert notices[0] == said and any(n.startswith("--freeze features: training 54,") for n in notices)
@@ -435,6 +436,19 @@ def test_augment_crops_on_the_device_from_a_larger_cache_and_is_deterministic(tm
     plain = augmented_input(images, torch.device("cpu"), torch.zeros(4, dtype=torch.bool), 67, seed=5)
     mirrored = augmented_input(images, torch.device("cpu"), torch.ones(4, dtype=torch.bool), 67, seed=5)
     assert plain.shape == (4, 3, 67, 67) and torch.allclose(mirrored, plain.flip(3), atol=1e-4)
+
+
+def test_the_recipe_is_one_line_of_options_in_the_log():
+    from alexnet_tui.config import recipe_text
+
+    strong = TrainConfig(augment=True, schedule="onecycle", warmup_epochs=3, lr=2e-4, weight_decay=0.05,
+                         label_smoothing=0.1, epochs=30, tta=True)  # fmt: skip
+    assert recipe_text(strong.to_dict()) == (
+        "--lr 0.0002 --batch-size 32 --augment --schedule onecycle --warmup-epochs 3 --weight-decay 0.05 "
+        "--label-smoothing 0.1 --tta"
+    )
+    tutorial = recipe_text(TrainConfig().to_dict())
+    assert tutorial == "--lr 0.0001 --batch-size 32 (Adam, a constant rate, no augmentation)"
 
 
 def test_recipe_options_are_recorded_and_the_optimizer_follows_weight_decay(tmp_path):

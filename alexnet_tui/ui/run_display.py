@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual.widgets import Label, ProgressBar, RichLog, Static, TabbedContent
 
+from alexnet_tui.config import recipe_text
 from alexnet_tui.engine import RunState
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.follow import CaughtUp, FollowReset
@@ -170,6 +171,7 @@ class RunDisplay(Base):
         if self.capture_stderr:
             terminal.redirect_stderr(Path(event.run_dir) / "stderr.log")
         self.log_line(f"run directory: {event.run_dir} (device {event.device}, data {self.dataset_text})")
+        self.log_line(f"recipe: {recipe_text(event.config)}")
         if len(data["class_names"]) != guess_classes(self.config) and not self.config.num_classes:
             self.compute_summary(len(data["class_names"]), self.config.image_size)
 
