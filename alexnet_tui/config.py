@@ -171,7 +171,8 @@ def recipe_text(settings: dict[str, Any]) -> str:
     """The recipe in one line, as options: the learning rate and batch, then whatever differs from the
     tutorial's (a run's config.toml says it all; this is what a reader of the log wants first)."""
     defaults = TrainConfig()
-    words = [f"--lr {settings.get('lr', defaults.lr):g}", f"--batch-size {settings.get('batch_size', 32)}"]
+    lr, batch_size = settings.get("lr", defaults.lr), settings.get("batch_size", defaults.batch_size)
+    words = [f"--lr {lr:g}", f"--batch-size {batch_size}"]
     for name in RECIPE_FIELDS:
         value, default = settings.get(name, getattr(defaults, name)), getattr(defaults, name)
         if name == "warmup_epochs" and settings.get("schedule", "none") == "none":

@@ -60,17 +60,18 @@ def split_variants(image_size: int, pretrained: bool, augment: bool) -> tuple[st
     return "imagenet" if pretrained else "train", image_size, eval_variant(pretrained)
 
 
-def open_upright(source: str | Path | BinaryIO) -> Image.Image:
-    """An RGB picture the way a viewer shows it: a phone's photo stored sideways with an EXIF
-    orientation is turned upright (a broken EXIF block leaves the pixels as stored)."""
+def open_rgb(source: str | Path | BinaryIO, upright: bool = False) -> Image.Image:
+    """The decoded picture in RGB. upright: turned the way a viewer shows it, by its EXIF orientation
+    (a phone's photo is stored sideways; a broken EXIF block leaves the pixels as stored)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with Image.open(source) as image:
-            try:
-                turned = ImageOps.exif_transpose(image)
-            except Exception:  # noqa: BLE001 - Pillow raises several kinds on malformed EXIF
-                turned = image
-            return turned.convert("RGB")
+            if upright:
+                try:
+                    return ImageOps.exif_transpose(image).convert("RGB")
+                except Exception:  # noqa: BLE001 - Pillow raises several kinds on malformed EXIF
+                    pass
+            return image.convert("RGB")
 
 
 def load_resized(source: str | Path | BinaryIO, image_size: int, variant: str, upright: bool = False) -> torch.Tensor:
@@ -81,13 +82,7 @@ def load_resized(source: str | Path | BinaryIO, image_size: int, variant: str, u
     the side; imagenet: shorter side, centre crop), for random resized crops on the device.
     upright: apply the EXIF orientation first (predict: users' photos; the data is read as the
     tutorial's ImageFolder reads it, as stored)."""
-    if upright:
-        rgb = open_upright(source)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(source) as image:
-                rgb = image.convert("RGB")
+    rgb = open_rgb(source, upright)
     if variant == "train":
         side = train_resize(image_size)
         rgb = F.center_crop(F.resize(rgb, [side, side]), [image_size, image_size])

@@ -53,14 +53,14 @@ class PredictPane(Vertical):
         never touches widgets)."""
         import torch
 
-        from alexnet_tui.data.images import open_upright
+        from alexnet_tui.data.images import open_rgb
         from alexnet_tui.engine.checkpoint import load_checkpoint
         from alexnet_tui.inference import model_from_checkpoint, predict_image
 
         payload = load_checkpoint(best)
         device = torch.device("cpu")
         line, readable = predict_image(model_from_checkpoint(payload, device), payload, image, 3, device)
-        return line, open_upright(image) if readable else None
+        return line, open_rgb(image, upright=True) if readable else None
 
     @on(Worker.StateChanged)
     def predicted(self, message: Worker.StateChanged) -> None:
