@@ -92,6 +92,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         )
         self.trainer: Trainer | None = None
         self.run_files: RunFiles | None = None  # metrics.jsonl (and TensorBoard) of the run trained here
+        self.backlog = NoticeBacklog()  # what the trainer says before its run folder exists, for run_files
         # The worker appends, the UI drains on a timer: the trainer never waits for the screen.
         self.pending: deque[ev.Event] = deque()
         self.dataset_text = "data: not loaded yet"
