@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,24 @@ TINY_ARGS = [
 def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
     """Small enough to train in about a second on two CPU cores."""
     return TrainConfig(**{**TINY, "out": str(tmp_path / "run"), **overrides})
+
+
+@pytest.fixture
+def per_batch_reports(monkeypatch):
+    """The engine reads metrics back every 0.1 s; the tiny model runs a whole epoch in less. Tests
+    that act on one batch's event ask for an event after every batch."""
+    monkeypatch.setattr("alexnet_tui.engine.trainer.REPORT_INTERVAL_S", 0.0)
+
+
+def stop_at(epoch: int, batch: int, control, seen: list) -> Callable:
+    """A subscriber keeping every event in `seen` and asking `control` to stop after that batch."""
+
+    def subscriber(event) -> None:
+        seen.append(event)
+        if type(event).__name__ == "BatchEnd" and (event.epoch, event.batch) == (epoch, batch):
+            control.request_stop()
+
+    return subscriber
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300, **options) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ from alexnet_tui.engine import Control, RunOutcome, RunState, Trainer
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from alexnet_tui.errors import UsageError
-from tests.conftest import tiny_config
+from tests.conftest import stop_at, tiny_config
 
 
 def names(events: list[ev.Event]) -> list[str]:
@@ -42,13 +42,6 @@ def test_fit_emits_the_run_and_writes_checkpoints(tmp_path):
     assert last["epoch"] == 3 and last["class_names"] == ["checks", "spots", "stripes"]
     assert last["num_classes"] == 3 and "optimizer" in last
     assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["best_epoch"] in (1, 2)
-
-
-@pytest.fixture
-def per_batch_reports(monkeypatch):
-    """The engine reads metrics back every 0.1 s; the tiny model runs a whole epoch in less. Tests
-    that act on one batch's event ask for an event after every batch."""
-    monkeypatch.setattr("alexnet_tui.engine.trainer.REPORT_INTERVAL_S", 0.0)
 
 
 def test_stop_from_another_thread_saves_state_and_fit_goes_on(tmp_path, per_batch_reports):
@@ -119,13 +112,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, per_batch_reports):
         trainer.fit()
     control = Control()
     first: list[ev.Event] = []
-
-    def stop_mid_epoch_two(event: ev.Event) -> None:
-        first.append(event)
-        if isinstance(event, ev.BatchEnd) and (event.epoch, event.batch) == (2, 2):
-            control.request_stop()
-
-    with Trainer(tiny_config(tmp_path, out=str(tmp_path / "cut")), [stop_mid_epoch_two], control) as trainer:
+    with Trainer(tiny_config(tmp_path, out=str(tmp_path / "cut")), [stop_at(2, 2, control, first)], control) as trainer:
         trainer.fit()
     second: list[ev.Event] = []
     resumed = tiny_config(tmp_path, out=None, resume=str(tmp_path / "cut"))

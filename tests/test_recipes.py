@@ -20,12 +20,7 @@ from alexnet_tui.engine.recipe import LearningRate, scheduled_lr
 from alexnet_tui.engine.training_state import resume_changes
 from alexnet_tui.errors import UsageError
 from alexnet_tui.metrics import read_metrics
-from tests.conftest import TINY_ARGS, tiny_config
-
-
-@pytest.fixture
-def per_batch_reports(monkeypatch):
-    monkeypatch.setattr("alexnet_tui.engine.trainer.REPORT_INTERVAL_S", 0.0)
+from tests.conftest import TINY_ARGS, stop_at, tiny_config
 
 
 # ---- schedules, early stopping, TTA, augmentation --------------------------------------------------------
@@ -65,13 +60,9 @@ def test_onecycle_lrs_go_on_exactly_after_a_resume_mid_epoch(tmp_path, per_batch
     assert lrs[0] == pytest.approx(1e-3 / 25) and lrs[1] == 1e-3 and lrs[3] == pytest.approx(1e-3 / 25 / 1e4)
     control = Control()
     first: list[ev.Event] = []
-
-    def stop_mid_epoch_two(event: ev.Event) -> None:
-        first.append(event)
-        if isinstance(event, ev.BatchEnd) and (event.epoch, event.batch) == (2, 1):
-            control.request_stop()
-
-    with Trainer(tiny_config(tmp_path, out=str(tmp_path / "cut"), **options), [stop_mid_epoch_two], control) as cut:
+    with Trainer(
+        tiny_config(tmp_path, out=str(tmp_path / "cut"), **options), [stop_at(2, 1, control, first)], control
+    ) as cut:
         assert cut.fit() is RunOutcome.STOPPED
     assert load_checkpoint(tmp_path / "cut")["schedule"] == {"step": 3}
     second: list[ev.Event] = []

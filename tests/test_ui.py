@@ -71,7 +71,7 @@ async def test_start_streams_rows_and_finishes_with_checkpoints(tmp_path):
 
 
 @pytest.mark.asyncio
-async def test_early_stopping_is_said_and_leaves_a_full_bar_without_an_eta(tmp_path, monkeypatch):
+async def test_early_stopping_is_said_and_leaves_a_full_bar_without_an_eta(tmp_path, monkeypatch, per_batch_reports):
     """--patience ends the run at epoch 2 of 6: the log says why, the run bar is full, no ETA is left."""
     evaluate = Trainer.evaluate
 
@@ -82,7 +82,6 @@ async def test_early_stopping_is_said_and_leaves_a_full_bar_without_an_eta(tmp_p
         return float(self.progress.epoch), result[1]  # val_loss 1, 2, ...: only epoch 1 is a best
 
     monkeypatch.setattr(Trainer, "evaluate", never_better)
-    monkeypatch.setattr("alexnet_tui.engine.trainer.REPORT_INTERVAL_S", 0.0)
     app = AlexNetApp(tiny_config(tmp_path, epochs=6, patience=1, limit_batches=2))
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await pilot.press("s")
