@@ -135,23 +135,21 @@ def summary_command(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     args = parser.parse_args(argv)
-    freeze_what = "none"
+    from alexnet_tui.engine.device import resolve_device
+    from alexnet_tui.engine.recipe import freeze
+    from alexnet_tui.model import build_model, summary_text
+
     if args.checkpoint:
-        from alexnet_tui.engine.checkpoint import checkpoint_arch, load_checkpoint
-        from alexnet_tui.inference import checkpoint_path
+        from alexnet_tui.engine.checkpoint import load_checkpoint
+        from alexnet_tui.inference import checkpoint_network, checkpoint_path
 
         names = ("num_classes", "arch", "image_size", "width")
         given = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is not None]
         if given:
             raise UsageError(f"--checkpoint gives the network; leave out {', '.join(given)}")
         payload = load_checkpoint(checkpoint_path(args.checkpoint))
-        config = TrainConfig(
-            num_classes=payload["num_classes"],
-            image_size=payload["image_size"],
-            width=payload.get("width", 1.0),
-            arch=checkpoint_arch(payload),
-        )
-        freeze_what = payload.get("config", {}).get("freeze", "none")
+        model = checkpoint_network(payload)
+        freeze(model, payload.get("config", {}).get("freeze", "none"))  # frozen features: non-trainable
     else:
         config = TrainConfig(
             num_classes=2 if args.num_classes is None else args.num_classes,
@@ -159,15 +157,10 @@ def summary_command(argv: Sequence[str]) -> int:
             width=1.0 if args.width is None else args.width,
             arch=args.arch or "tutorial",
         )
-    config.validate()
-    from alexnet_tui.engine.device import resolve_device
-    from alexnet_tui.engine.recipe import freeze
-    from alexnet_tui.model import build_model, summary_text
-
+        config.validate()
+        assert config.num_classes is not None and config.image_size is not None
+        model = build_model(config.arch, config.num_classes, config.image_size, config.width)
     device = resolve_device(args.device)
-    assert config.num_classes is not None and config.image_size is not None
-    model = build_model(config.arch, config.num_classes, config.image_size, config.width)
-    freeze(model, freeze_what)  # torchsummary counts the frozen features as non-trainable
     print(summary_text(model.to(device), device), end="")
     return 0
 

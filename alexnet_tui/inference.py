@@ -24,10 +24,15 @@ def checkpoint_path(given: str) -> Path:
     return path / "best.pt" if path.is_dir() else path
 
 
-def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> torch.nn.Module:
-    """The checkpoint's network (its --arch, classes, size and width) with its weights, for inference."""
+def checkpoint_network(payload: dict[str, Any]) -> torch.nn.Module:
+    """The checkpoint's network (its --arch, classes, size and width), with fresh weights."""
     arch, width = checkpoint_arch(payload), payload.get("width", 1.0)
-    model = build_model(arch, payload["num_classes"], payload["image_size"], width)
+    return build_model(arch, payload["num_classes"], payload["image_size"], width)
+
+
+def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """The checkpoint's network with its weights, for inference."""
+    model = checkpoint_network(payload)
     model.load_state_dict(payload["model"])  # strict: leftover or missing keys are refused
     return model.to(device).eval()
 
