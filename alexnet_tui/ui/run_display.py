@@ -90,8 +90,7 @@ class RunDisplay(Base):
         done = (last.epoch - 1) * last.batches + last.batch
         self.query_one("#run-progress", ProgressBar).update(total=last.epochs * last.batches, progress=done)
         if last.seconds_left is not None:
-            minutes, seconds = divmod(int(last.seconds_left), 60)
-            show_text(self.query_one("#eta", Label), f"ETA {minutes}:{seconds:02d}")
+            self.show_eta(last.seconds_left)
 
     def apply(self, event: ev.Event) -> None:
         if isinstance(event, CaughtUp):
@@ -121,7 +120,7 @@ class RunDisplay(Base):
         elif isinstance(event, (ev.Stopped, ev.Finished)):
             self.run_ended(event)
         elif isinstance(event, ev.Failed):
-            show_text(self.query_one("#eta", Label), "")
+            self.show_eta(None)
             self.log_line(f"training failed: {event.message}")
             self.notify(event.message, title="Training failed", severity="error", timeout=10, markup=False)
         elif isinstance(event, ev.ControlAck):
@@ -135,7 +134,7 @@ class RunDisplay(Base):
 
     def run_ended(self, event: ev.Stopped | ev.Finished) -> None:
         """Say it and leave no ETA behind; a finished run's bar is full (--patience ends it before its epochs)."""
-        show_text(self.query_one("#eta", Label), "")
+        self.show_eta(None)
         if isinstance(event, ev.Stopped):
             self.log_line(f"stopped at epoch {event.epoch:02d}, batch {event.batch}; saved {event.last_checkpoint}")
             self.notify(f"Saved {event.last_checkpoint}. Press s to go on.", title="Stopped", markup=False)
@@ -153,10 +152,14 @@ class RunDisplay(Base):
         self.query_one("#epoch-progress", ProgressBar).update(total=event.total, progress=event.done)
         rate = event.done / max(event.time - self.progress_started, 1e-9)
         if event.done and event.done < event.total:
-            minutes, seconds = divmod(int((event.total - event.done) / rate), 60)
-            show_text(self.query_one("#eta", Label), f"ETA {minutes}:{seconds:02d}")
+            self.show_eta((event.total - event.done) / rate)
         elif event.done >= event.total:
-            show_text(self.query_one("#eta", Label), "")  # done: no time left to tell
+            self.show_eta(None)  # done: no time left to tell
+
+    def show_eta(self, seconds_left: float | None) -> None:
+        """The time left beside the run bar; None leaves nothing there (a run or a step that ended)."""
+        minutes, seconds = divmod(int(seconds_left or 0), 60)
+        show_text(self.query_one("#eta", Label), "" if seconds_left is None else f"ETA {minutes}:{seconds:02d}")
 
     def run_started(self, event: ev.RunStarted) -> None:
         data = event.dataset
