@@ -248,7 +248,7 @@ def test_tcss_is_shipped():
 
 @pytest.mark.asyncio
 async def test_charts_and_system_panel_follow_the_run():
-    from alexnet_tui.ui.widgets.charts import Chart
+    from alexnet_tui.ui.widgets.charts import Chart, EpochPlot
     from alexnet_tui.ui.widgets.system import SystemPanel
 
     app = scripted_app()
@@ -260,8 +260,8 @@ async def test_charts_and_system_panel_follow_the_run():
         assert len(app.query_one("#chart-batch-loss", Chart).values) == 12
         assert list(app.query_one("#chart-batch-lr", Chart).values) == [1e-4] * 12  # the learning rate too
         assert app.query_one(BatchTable).get_row_at(0)[-1] == "1.00e-04"
-        assert list(app.query_one("#chart-val-loss", Chart).values) == pytest.approx([0.8, 0.6])
-        assert "best: epoch 2" in str(app.query_one("#chart-val-loss Label").render())
+        assert list(app.query_one("#chart-loss", EpochPlot).current["val"].points.values()) == pytest.approx([0.8, 0.6])
+        assert "best: epoch 2" in str(app.query_one("#chart-loss Label").render())
         system = str(app.query_one(SystemPanel).render())
         assert "process memory (RSS)" in system and "images/s: 40.0" in system
         assert "CPU per core:" in system and "compute-bound" in system  # the scripted run never waits for data
@@ -279,9 +279,9 @@ async def test_the_charts_tab_draws_what_came_after_its_last_redraw(monkeypatch)
         await pilot.press("s")
         await wait_for(pilot, lambda: app.state == "finished")
         await pilot.press("3")
-        await wait_for(pilot, lambda: "best: epoch 2" in str(app.query_one("#chart-val-loss Label").render()))
+        await wait_for(pilot, lambda: "best: epoch 2" in str(app.query_one("#chart-loss Label").render()))
         app.pending.append(ev.EpochEnd(3, 3, 0.5, 0.9, 0.25, 0.95, 40.0, 12.0, True))
-        await wait_for(pilot, lambda: "best: epoch 3" in str(app.query_one("#chart-val-loss Label").render()), 3)
+        await wait_for(pilot, lambda: "best: epoch 3" in str(app.query_one("#chart-loss Label").render()), 3)
 
 
 @pytest.mark.asyncio
@@ -378,9 +378,9 @@ async def test_the_report_tab_shows_the_confusion_and_the_mistakes_with_their_pi
 
 
 @pytest.mark.asyncio
-async def test_the_charts_show_an_earlier_run_under_the_current_one(finished_run):
+async def test_the_charts_draw_an_earlier_run_in_the_same_plots(finished_run):
     from alexnet_tui.metrics import read_metrics
-    from alexnet_tui.ui.widgets.charts import Chart
+    from alexnet_tui.ui.widgets.charts import EpochPlot
 
     app = scripted_app()
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
@@ -392,11 +392,10 @@ async def test_the_charts_show_an_earlier_run_under_the_current_one(finished_run
         field.focus()
         await pilot.press("enter")
         earlier = [r["val_loss"] for r in read_metrics(finished_run / "metrics.jsonl") if r["event"] == "epoch"]
-        chart = app.query_one("#chart-val-loss", Chart)
-        caption, line = chart.query(".reference").results()
-        await wait_for(pilot, lambda: line.display)
-        assert line.data == earlier and finished_run.name in str(caption.render())
-        assert list(chart.values) == pytest.approx([0.8, 0.6])  # the current run's own curve stays
+        plot = app.query_one("#chart-loss", EpochPlot)
+        await wait_for(pilot, lambda: finished_run.name in str(plot.query_one("Label").render()))
+        assert list(plot.reference["val"].points.values()) == earlier
+        assert list(plot.current["val"].points.values()) == pytest.approx([0.8, 0.6])  # the current run's stays
         field.value = "/nowhere"
         field.focus()
         await pilot.press("enter")
