@@ -30,7 +30,7 @@ from alexnet_tui.headless import LineReporter
 from alexnet_tui.metrics import NoticeBacklog, RunFiles
 from alexnet_tui.processes import start_worker_processes
 from alexnet_tui.ui.leaving import Leaving
-from alexnet_tui.ui.run_display import RunDisplay, guess_classes
+from alexnet_tui.ui.run_display import Request, RunDisplay, guess_classes
 from alexnet_tui.ui.screens import DownloadOffer, DownloadProgress, HelpScreen
 from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
@@ -40,6 +40,18 @@ from alexnet_tui.ui.widgets.system import SystemPanel
 from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
 
 REFRESH_HZ = 10  # the screen follows the engine at most this often, however fast batches come
+LOG_LINES = 2000  # the Log tab keeps the newest lines; the whole run is in metrics.jsonl
+
+def narrow_summary(text: str) -> str:
+    """torchsummary's table without the indent all its rows share, so that beside the settings form at
+    100 columns the Param # column is not cut (the Model tab shows the table as printed)."""
+    lines = text.rstrip().splitlines()
+    rows = [line for line in lines if line.startswith(" ") and line.strip()]  # the layer table
+    indent = min((len(line) - len(line.lstrip(" ")) for line in rows), default=0)
+    narrowed = [line[indent:] if line.startswith(" " * indent) else line for line in lines]
+    width = max((len(line) for line in narrowed if line.strip(" =-")), default=0)
+    return "\n".join(line[:width] if not line.strip(" =-") else line for line in narrowed)
+
 
 TrainerFactory = Callable[[TrainConfig, list[ev.Subscriber], Control], Trainer]
 
@@ -56,8 +68,9 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         Binding("x", "stop", "Stop"),
         Binding("e", "evaluate", "Evaluate"),
         Binding("q", "quit_app", "Quit"),
+        Binding("q", "leave", "Leave"),  # an attached screen: the run goes on
         Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("escape", "leave_field", "Leave field", show=False),
+        Binding("escape", "leave_field", "Leave field", key_display="esc"),  # shown while a field has focus
         Binding("1", "show_tab('train')", "Train", show=False),
         Binding("2", "show_tab('model')", "Model", show=False),
         Binding("3", "show_tab('charts-tab')", "Charts", show=False),
@@ -109,6 +122,10 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         self.footer_keys: tuple[bool | None, ...] = ()  # what check_action said at the last footer refresh
         self.loop: asyncio.AbstractEventLoop | None = None
         self.early_signals: list[int] = []  # arrived before the screen was up; served on mount
+        self.request: Request | None = None  # a key's request the run has not reached yet (STOPPING...)
+        self.new_run_setup = False  # after a finish, s showed the form: the next s starts a new run
+        self.latest_batch: ev.BatchEnd | None = None  # where the epoch bar goes back to after a validation
+        self.hidden_log: deque[str] = deque(maxlen=LOG_LINES)  # written while the Log tab was hidden
 
     # ---- layout -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -118,7 +135,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
                 with Horizontal(id="setup"):
                     yield SettingsForm(self.config)
                     with ScrollableContainer(id="setup-summary"):
-                        yield Static("computing the model summary...", classes="summary")
+                        yield Static("computing the model summary...", classes="summary", id="side-summary")
                 with Vertical(id="live"):
                     yield BatchTable()
                     yield EpochTable()
@@ -132,7 +149,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             with TabPane("Report", id="report"):
                 yield ReportPane()
             with TabPane("Log", id="log"):
-                yield RichLog(id="log-view", wrap=True, markup=False, max_lines=2000)
+                yield RichLog(id="log-view", wrap=True, markup=False, max_lines=LOG_LINES)
         with Horizontal(id="progress"):
             yield Label("epoch", classes="progress-label", id="bar-label")
             yield ProgressBar(total=1, id="epoch-progress", show_eta=False)
@@ -150,11 +167,43 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         if self.attached is not None:
             self.show_live()
             self.query_one(PredictPane).run_dir = self.attached
+            self.show_saved_report(self.attached)
             self.follow_metrics(self.attached / "metrics.jsonl")
         self.loop = asyncio.get_running_loop()
         for number in self.early_signals:
             self.on_signal(number)
         self.update_status()
+
+    def show_saved_report(self, run_dir: Path) -> None:
+        """The newest report already in the run folder (`alexnet-tui evaluate` writes one too), and the
+        way to get one that works on this screen."""
+        reports = sorted(run_dir.glob("evaluation-*.json"), key=lambda path: path.stat().st_mtime)
+        if reports:
+            self.query_one(ReportPane).load(reports[-1])
+        elif self.read_only:  # e does nothing here
+            self.query_one("#report-summary", Label).update(
+                f"no evaluation report yet: the run's final report brings one, "
+                f"or alexnet-tui evaluate --checkpoint {run_dir}"
+            )
+
+    def farewell(self) -> str | None:
+        """What the terminal shows once the screen is gone: where the run is and how to reach it again."""
+        if self.run_dir is None:
+            return None
+        if self.attached is not None:
+            if self.state.busy:
+                return f"left {self.run_dir}; the run goes on: alexnet-tui attach {self.run_dir}"
+            return f"left {self.run_dir} ({self.state}): alexnet-tui watch {self.run_dir}"
+        if self.state == RunState.FINISHED:
+            return f"run {self.run_dir} finished: alexnet-tui evaluate --checkpoint {self.run_dir}"
+        if self.hung_up or self.state == RunState.IDLE:
+            return None
+        if self.state == RunState.FAILED:
+            return f"run {self.run_dir} failed: its log is in the folder; alexnet-tui --resume {self.run_dir}"
+        return (
+            f"run {self.run_dir} {self.state} and saved: go on with alexnet-tui --resume {self.run_dir} "
+            f"(headless: alexnet-tui --no-ui --resume {self.run_dir})"
+        )
 
     # ---- model summary ------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="summary", exit_on_error=False)
@@ -169,7 +218,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
 
     def show_summary(self, text: str) -> None:
         for widget in self.query(".summary").results(Static):
-            widget.update(text.rstrip())
+            widget.update(narrow_summary(text) if widget.id == "side-summary" else text.rstrip())
 
     # ---- the engine ---------------------------------------------------------------------------
     def engine_event(self, event: ev.Event) -> None:
@@ -220,8 +269,10 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             self.shutdown(self.quit_code)
 
     def engine_failed(self, error: BaseException | None) -> None:
-        if isinstance(error, StoppedBeforeStart):
+        title, severity = "Cannot run", "error"
+        if isinstance(error, StoppedBeforeStart):  # the user's own stop: news, not an error
             text = f"stopped before training began ({error}); nothing to save"
+            title, severity = "Stopped", "information"
             self.trainer = None
             self.control.stop_served()  # served: the next start starts
         elif isinstance(error, UsageError):
@@ -230,16 +281,21 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
                 self.trainer = None  # nothing started: fix the settings and press s again
         else:
             text = f"{type(error).__name__}: {error}"
-        self.notify(text, title="Cannot run", severity="error", timeout=10, markup=False)
+        self.notify(text, title=title, severity=severity, timeout=10, markup=False)
         self.log_line(f"error: {text}")
         self.state = RunState.IDLE if self.trainer is None else RunState.FAILED
 
     # ---- keys ---------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """None greys a key out in the footer: it does nothing in this state."""
+        """None greys a key out in the footer: it does nothing in this state; False hides it."""
+        if action == "leave_field":
+            return isinstance(self.focused, Input) or False
+        if action in ("quit_app", "leave"):
+            return (action == "leave") == (self.attached is not None) or False
         if self.attached is not None:
+            if action == "start":
+                return False  # a screen on another process's run never starts one
             steer = {
-                "start": False,
                 "pause": not self.read_only and self.state.busy,
                 "evaluate": not self.read_only and self.state.busy,
                 "stop": self.state.busy or self.read_only,
@@ -254,18 +310,25 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         return True if allowed.get(action, True) else None
 
     def action_start(self) -> None:
-        if self.check_action("start", ()) is None:
+        if not self.check_action("start", ()):
             return
-        if self.trainer is None or self.state == RunState.FINISHED or not self.trainer.position().prepared:
+        finished = self.trainer is not None and self.state == RunState.FINISHED
+        if finished and not self.new_run_setup:
+            self.show_setup()  # the settings of the next run, seen and changeable before it starts
+            return
+        if self.trainer is None or finished or not self.trainer.position().prepared:
             config = self.settings_or_notify()
             if config is None:
                 return
-            if self.trainer is not None and self.state == RunState.FINISHED:
+            if finished:
                 config.out = None  # a finished run is kept; the next start is a new run
             if config.data == "cats-vs-dogs" and not default_dest().exists():
                 self.push_screen(DownloadOffer(), self.download_choice)
                 return
+            if self.trainer is not None:
+                self.clear_run_display()  # the new run's rows start on clean tables
             self.new_trainer(config)
+        self.new_run_setup = False
         self.show_live()
         self.query_one(TabbedContent).active = "train"
         self.state = RunState.TRAINING
@@ -294,6 +357,15 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         self.query_one("#setup").display = False
         self.query_one("#live").display = True
 
+    def show_setup(self) -> None:
+        """After a finish: the form again, holding the last run's settings, for the next run."""
+        self.new_run_setup = True
+        self.query_one(TabbedContent).active = "train"
+        self.query_one("#live").display = False
+        self.query_one("#setup").display = True
+        self.query_one(SettingsForm).show_hint("A new run: set what you like,\nthen s (or enter) starts it.")
+        self.set_focus(None)
+
     def download_choice(self, choice: str | None) -> None:
         if choice == "demo":
             self.query_one(SettingsForm).use_demo()
@@ -318,20 +390,27 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
     def action_leave_field(self) -> None:
         self.set_focus(None)
 
-    def steer(self, request: Callable[[], None], said: str) -> None:
-        """Pass a key's request on; a run attached to that has died is said in one line."""
+    def action_leave(self) -> None:
+        """q on an attached screen: the screen closes, the run goes on."""
+        self.shutdown(0)
+
+    def steer(self, send: Callable[[], None], said: str, request: Request) -> None:
+        """Pass a key's request on and say it on the header at once (PAUSING, STOPPING...) until the
+        run reaches it; a run attached to that has died is said in one line."""
         try:
-            request()
+            send()
         except UsageError as error:
             self.notify(str(error), title="Not sent", severity="error", markup=False)
             return
         self.log_line(said)
+        self.request = request
+        self.update_status()
 
     def action_pause(self) -> None:
         if self.state == RunState.PAUSED:
-            self.steer(self.control.resume, "resuming...")
+            self.steer(self.control.resume, "resuming...", Request.RESUME)
         elif self.state.busy:
-            self.steer(self.control.pause, "pausing at the next batch boundary...")
+            self.steer(self.control.pause, "pausing at the next batch boundary...", Request.PAUSE)
 
     def action_stop(self) -> None:
         if self.attached is not None and self.read_only:
@@ -340,7 +419,9 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             self.notify("The run will stop at its next batch and save last.pt.", title="Stop requested")
             return
         if self.state.busy:
-            self.steer(lambda: self.control.request_stop("x pressed"), "stopping at the next batch boundary...")
+            self.steer(
+                lambda: self.control.request_stop("x pressed"), "stopping at the next batch boundary...", Request.STOP
+            )
 
     def action_evaluate(self) -> None:
         """While a run trains or pauses: at its next batch boundary, and training goes on.
@@ -348,7 +429,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         if self.check_action("evaluate", ()) is None:
             return
         if self.state.busy:
-            self.steer(self.control.request_evaluation, "evaluating at the next batch boundary...")
+            self.steer(self.control.request_evaluation, "evaluating at the next batch boundary...", Request.EVALUATE)
             return
         if self.trainer is None:
             config = self.settings_or_notify()
@@ -362,12 +443,13 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """ctrl+p: Textual's own commands (themes, keys, screenshot) and every key of this app
         that does something now, found by its footer words."""
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title not in ("Quit", "Keys"):  # ours: q quits safely, ? is the help
+                yield command
         for binding in self.BINDINGS:
             assert isinstance(binding, Binding)
             name = binding.action.split("(")[0]
-            hidden_key = not binding.show and name != "show_tab"  # escape: leave a field
-            if hidden_key or self.check_action(name, ()) is None:
+            if name == "leave_field" or not self.check_action(name, ()):
                 continue
             title = f"Show the {binding.description} tab" if name == "show_tab" else binding.description
             key = binding.key_display or binding.key
@@ -377,4 +459,4 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         self.query_one(TabbedContent).active = tab
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(attached=self.attached is not None, read_only=self.read_only))

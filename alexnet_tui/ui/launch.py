@@ -54,4 +54,7 @@ def run_app(config: TrainConfig, **options: Any) -> int:
     if result is None:
         print("alexnet-tui: the app ended abnormally", file=sys.stderr)
         return 1
+    said = app.farewell()
+    if said:
+        print(said, file=sys.stderr)
     return result

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textual.widgets import Label, ProgressBar, RichLog, Static, TabbedContent
+from textual.widgets import Input, Label, ProgressBar, RichLog, Static, TabbedContent
 
 from alexnet_tui.config import recipe_text
 from alexnet_tui.engine import RunState
@@ -29,6 +30,26 @@ else:
 
 
 CHARTS_REDRAW_S = 0.5  # the charts follow the run less often than the tables, and only while shown
+FIELD_OF_TAB = {"predict": "#predict-path", "charts-tab": "#compare-run"}  # focused when their tab opens
+
+
+class Request(enum.Enum):
+    """A key's request that the run takes at its next batch boundary: said on the header at once."""
+
+    PAUSE = "PAUSING"
+    RESUME = "RESUMING"
+    STOP = "STOPPING"
+    EVALUATE = "evaluation requested"
+
+    def reached(self, state: RunState) -> bool:
+        """Whether the run is where this request leads (a validation on the way is not a stop)."""
+        if not state.busy:
+            return True
+        if self is Request.PAUSE:
+            return state == RunState.PAUSED
+        if self is Request.RESUME:
+            return state != RunState.PAUSED
+        return False  # STOP: not busy any more; EVALUATE: its EvaluationEnd clears it
 
 
 def show_text(widget: Static, text: str) -> None:
@@ -74,16 +95,25 @@ class RunDisplay(Base):
             self.query_one(TrainingCharts).redraw()
 
     def on_tabbed_content_tab_activated(self, message: TabbedContent.TabActivated) -> None:
-        if message.pane.id == "charts-tab":
+        """A tab with a field gives it the focus, so what is typed next goes into it and never reaches
+        the run's keys; escape gives the keys back."""
+        pane = message.pane.id or ""
+        if pane == "charts-tab":
             self.redraw_charts(now=True)
             self.update_system()
+        if pane == "log" and self.hidden_log:
+            self.call_after_refresh(self.flush_log)  # sized now: lines wrap at the screen's width
+        if pane in FIELD_OF_TAB:
+            self.query_one(FIELD_OF_TAB[pane], Input).focus()
+        elif isinstance(self.focused, Input):
+            self.set_focus(None)
 
     def add_batch_rows(self, rows: list[ev.BatchEnd]) -> None:
         if not rows:
             return
         self.query_one(BatchTable).add_batches(rows)
         self.query_one(TrainingCharts).add_batches(rows)
-        last = rows[-1]
+        last = self.latest_batch = rows[-1]
         show_text(self.query_one("#bar-label", Label), "epoch")
         self.latest_rate, self.latest_wait = last.images_per_sec, last.data_wait_share
         self.query_one("#epoch-progress", ProgressBar).update(total=last.batches, progress=last.batch)
@@ -98,13 +128,14 @@ class RunDisplay(Base):
         elif isinstance(event, FollowReset):
             self.query_one(BatchTable).clear()
             self.query_one(EpochTable).reset()
+            self.query_one(TrainingCharts).reset()
             self.log_line("metrics.jsonl was truncated or replaced: reading it again from the start")
         elif isinstance(event, ev.ReportWritten):
             self.query_one(ReportPane).load(Path(event.path))
         elif isinstance(event, ev.Progress):
             self.show_progress(event)
         elif isinstance(event, ev.StateChanged):
-            self.state = event.state
+            self.state_reached(event.state)
         elif isinstance(event, ev.RunStarted):
             self.run_started(event)
         elif isinstance(event, ev.BestCheckpoint):
@@ -115,6 +146,8 @@ class RunDisplay(Base):
             self.query_one(TrainingCharts).add_epoch(event)
             self.log_line(format_epoch(event))
         elif isinstance(event, ev.EvaluationEnd) and (event.requested or event.checkpoint):
+            if event.requested and self.request is Request.EVALUATE:
+                self.request = None
             self.query_one(EpochTable).add_evaluation(event)
             self.log_line(f"{event.split} loss: {event.loss:.5f}, {event.split} accuracy: {event.acc:.5f}")
         elif isinstance(event, (ev.Stopped, ev.Finished)):
@@ -131,6 +164,32 @@ class RunDisplay(Base):
             if event.title:
                 self.notify(event.message, title=event.title, timeout=10, markup=False)
         self.update_status()
+
+    def state_reached(self, state: RunState) -> None:
+        """The run's new state; a key's request it has reached is done. Outside training the epoch bar
+        goes back to the epoch's place (it said "evaluating 100%" through a pause or after a finish)."""
+        self.state = state
+        if self.request is not None and self.request.reached(state):
+            self.request = None
+        if state not in (RunState.TRAINING, RunState.EVALUATING, RunState.PREPARING):
+            show_text(self.query_one("#bar-label", Label), "epoch")
+            last = self.latest_batch
+            bar = self.query_one("#epoch-progress", ProgressBar)
+            if state == RunState.FINISHED:
+                bar.update(total=bar.total or 1, progress=bar.total or 1)
+            elif last is not None:
+                bar.update(total=last.batches, progress=last.batch)
+
+    def clear_run_display(self) -> None:
+        """A second run in this app: its rows, curves and bars start afresh (the last run is in its folder)."""
+        self.query_one(BatchTable).clear()
+        self.query_one(EpochTable).reset()
+        self.query_one(TrainingCharts).reset()
+        for bar in self.query(ProgressBar).results(ProgressBar):
+            bar.update(total=1, progress=0)
+        self.latest_batch = None
+        self.show_eta(None)
+        self.log_line(f"---- a new run (the last one is in {self.run_dir}) ----")
 
     def run_ended(self, event: ev.Stopped | ev.Finished) -> None:
         """Say it and leave no ETA behind; a finished run's bar is full (--patience ends it before its epochs)."""
@@ -192,14 +251,31 @@ class RunDisplay(Base):
         self.query_one(SystemPanel).show(device, self.latest_rate, self.latest_wait)
 
     def log_line(self, text: str) -> None:
-        self.query_one("#log-view", RichLog).write(text)
+        """A line for the Log tab. While the tab is hidden it waits: a RichLog that is not shown wraps
+        at a width of its own, not the screen's."""
+        if self.query_one(TabbedContent).active == "log":
+            self.query_one("#log-view", RichLog).write(text)
+        else:
+            self.hidden_log.append(text)
+
+    def flush_log(self) -> None:
+        view = self.query_one("#log-view", RichLog)
+        while self.hidden_log:
+            view.write(self.hidden_log.popleft())
 
     def update_status(self) -> None:
+        """State, then the run folder (what attach and --resume need, so it comes before what can be cut),
+        device and data."""
         mode = ""
         if self.attached is not None:
             mode = " (watching)" if self.read_only else " (attached)"
+        word = self.state.upper()
+        if self.request is Request.EVALUATE:
+            word += f" · {self.request.value}"
+        elif self.request is not None:
+            word = self.request.value
         where = str(self.run_dir or "run: not started")
-        status = f"[b]{self.state.upper()}[/b]{mode} | {self.device_text} | {self.dataset_text} | {where}"
+        status = f"[b]{word}[/b]{mode} | {where} | {self.device_text} | {self.dataset_text}"
         show_text(self.query_one("#status", Static), status)
 
     def watch_state(self, state: RunState) -> None:

@@ -15,25 +15,59 @@ from textual.worker import Worker, WorkerState, get_current_worker
 HELP_TEXT = """\
 [b]alexnet-tui keys[/b]
 
-  s   start training (after a stop: go on from where it stopped)
-  p   pause / resume at the next batch boundary
-  x   stop at the next batch boundary; last.pt is written
-  e   evaluate on the validation set now (idle, paused or stopped)
-  q   quit (asks first while a run is busy)
-  1-6  show the Train, Model, Charts, Predict, Report and Log tabs
-  tab  move between the settings fields; enter starts, escape leaves a field
+  s   start training; after a stop: go on from where it stopped;
+      after a finish: the settings form again, s once more starts a new run
+  p   pause / resume at the next batch boundary (the header says PAUSING)
+  x   stop at the next batch boundary; last.pt is written (STOPPING)
+  e   evaluate on the validation images: while a run trains, at its next
+      batch boundary (training goes on); otherwise now. Report tab: 5
+  q   quit (asks first while a run is busy; the run is stopped and saved)
+  1-6  the Train, Model, Charts, Predict, Report and Log tabs
+  tab  move between fields and tables; enter in a field starts
+  esc  leave a field: while a field has focus, keys type into it
+  ctrl+p  the command palette: every key that works now, by name
   ?   this help
 
 Everything the run reports is also in RUN_DIR/metrics.jsonl.
+Press escape or ? to close."""
+
+ATTACHED_HELP_TEXT = """\
+[b]alexnet-tui keys on a run started elsewhere[/b]
+
+  p   pause / resume the run at its next batch boundary
+  x   stop it at its next batch boundary; it writes last.pt
+  e   evaluate on the validation images at its next batch boundary
+  q   leave this screen; the run goes on
+  1-6  the Train, Model, Charts, Predict, Report and Log tabs
+  esc  leave a field: while a field has focus, keys type into it
+  ctrl+p  the command palette
+  ?   this help
+
+Press escape or ? to close."""
+
+WATCH_HELP_TEXT = """\
+[b]alexnet-tui watch: following a run, read-only[/b]
+
+  x   ask the run to stop (creates RUN_DIR/STOP; it stops at its next batch)
+  q   leave this screen; the run goes on
+  1-6  the Train, Model, Charts, Predict, Report and Log tabs
+  esc  leave a field: while a field has focus, keys type into it
+  ?   this help
+
+To pause or evaluate, use alexnet-tui attach RUN_DIR.
 Press escape or ? to close."""
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
 
+    def __init__(self, attached: bool = False, read_only: bool = False) -> None:
+        super().__init__()
+        self.text = WATCH_HELP_TEXT if read_only else ATTACHED_HELP_TEXT if attached else HELP_TEXT
+
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(HELP_TEXT)
+            yield Static(self.text)
 
 
 class ConfirmQuit(ModalScreen[bool]):

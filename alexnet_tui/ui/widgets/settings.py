@@ -19,6 +19,9 @@ FIELDS: list[tuple[str, str, type]] = [
 ]
 
 
+HINT = "tab: edit fields  enter: start\nesc: leave field  s: start"
+
+
 class SettingsForm(Vertical):
     """Edits a copy of the config; read_config() validates it with the same rules as the CLI."""
 
@@ -38,7 +41,11 @@ class SettingsForm(Vertical):
         for name, label, _ in FIELDS:
             yield Label(label)
             yield Input(str(getattr(self.config, name)), id=f"field-{name}", compact=True)
-        yield Label("tab: edit fields  enter: start\nesc: leave field  s: start", id="settings-hint")
+        yield Label(HINT, id="settings-hint")
+
+    def show_hint(self, text: str) -> None:
+        """A line above the keys' hint: what the form is for now (a new run after a finish)."""
+        self.query_one("#settings-hint", Label).update(f"{text}\n{HINT}")
 
     def use_demo(self) -> None:
         """The demo set, at its own image size unless the field was changed from the default."""
