@@ -104,7 +104,7 @@ class LineReporter:
             self.line(format_epoch(event) + f" ({event.images_per_sec:.1f} images/s, {event.seconds:.1f} s)")
         elif isinstance(event, ev.EvaluationEnd):
             if event.checkpoint:  # the final report on the best weights
-                self.line(f"evaluation loss: {event.loss:.5f}, evaluation accuracy: {event.acc:.5f}")
+                self.line(f"{event.split} loss: {event.loss:.5f}, {event.split} accuracy: {event.acc:.5f}")
                 self.line(f"  ({event.images} {event.split} images; best checkpoint: {event.checkpoint})")
         elif isinstance(event, ev.Notice):
             self.line(f"[{event.level.upper()}] {event.message}")

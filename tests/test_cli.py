@@ -21,7 +21,7 @@ def test_headless_run_logs_like_the_tutorial(tmp_path, monkeypatch, capsys):
     assert re.search(
         r"^epoch 02, loss: \d\.\d{5}, acc: \d\.\d{5}, val_loss: \d\.\d{5}, val_accuracy: \d\.\d{5}", out, re.M
     )
-    assert re.search(r"^evaluation loss: \d\.\d{5}, evaluation accuracy: \d\.\d{5}$", out, re.M)
+    assert re.search(r"^test loss: \d\.\d{5}, test accuracy: \d\.\d{5}$", out, re.M)
     run = tmp_path / "run"
     records = read_metrics(run / "metrics.jsonl")
     epochs = [r for r in records if r["event"] == "epoch"]
@@ -30,7 +30,7 @@ def test_headless_run_logs_like_the_tutorial(tmp_path, monkeypatch, capsys):
     batches = [r for r in records if r["event"] == "batch"]
     assert len(batches) == 10 and batches[-1]["seconds_left"] == 0
     assert (run / "best.pt").exists() and (run / "last.pt").exists()
-    assert "evaluation loss" in (run / "train.log").read_text()
+    assert "test loss" in (run / "train.log").read_text()
 
 
 def test_settings_come_from_toml_and_the_command_line_wins(tmp_path, monkeypatch):
@@ -113,7 +113,7 @@ def test_without_a_test_split_the_final_report_is_on_validation(tmp_path, monkey
     args = ["--no-ui", *TINY_ARGS, "--epochs", "1", "--limit-batches", "1", "--test-split", "0", "--out", "run"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^evaluation loss: \d\.\d{5}, evaluation accuracy: \d\.\d{5}$", out, re.M)
+    assert re.search(r"^val loss: \d\.\d{5}, val accuracy: \d\.\d{5}$", out, re.M)
     assert "val images; best checkpoint:" in out
 
 

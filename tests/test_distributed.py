@@ -57,7 +57,7 @@ def test_two_gloo_processes_train_as_one_and_resume_on_one(tmp_path, monkeypatch
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    assert out.count("epoch 03, loss:") == 1 and out.count("evaluation loss:") == 1  # rank 0 alone prints
+    assert out.count("epoch 03, loss:") == 1 and out.count("test loss:") == 1  # rank 0 alone prints
     assert "weights identical on all 2 ranks" in out
     assert "unreadable" not in out
     run = tmp_path / "rank0" / "run"
@@ -75,7 +75,7 @@ def test_two_gloo_processes_train_as_one_and_resume_on_one(tmp_path, monkeypatch
     final = next(r for r in records if r["event"] == "evaluation" and r["split"] == "test")
     assert main(["evaluate", "--checkpoint", str(run), "--split", "test"]) == 0
     alone = capsys.readouterr().out.splitlines()[0]
-    assert alone.startswith(f"evaluation loss: {final['loss']:.5f}, evaluation accuracy: {final['acc']:.5f}")
+    assert alone.startswith(f"test loss: {final['loss']:.5f}, test accuracy: {final['acc']:.5f}")
     assert main(["--no-ui", "--resume", str(run), "--epochs", "4"]) == 0  # the DDP checkpoint, in one process
     out = capsys.readouterr().out
     assert "resuming at epoch 04, batch 0" in out and "epoch 04, loss:" in out

@@ -13,7 +13,7 @@ def test_evaluate_and_predict_from_a_checkpoint(tmp_path, pet_folder, capsys, mo
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", "run", "--split", "val"]) == 0
     out = capsys.readouterr().out
-    assert "evaluation accuracy" in out and "confusion matrix" in out and "Cat" in out
+    assert "val accuracy" in out and "confusion matrix" in out and "Cat" in out
     report = json.loads((tmp_path / "run" / "evaluation-val.json").read_text())
     assert set(report["per_class"]) == {"Cat", "Dog"}
     assert sum(map(sum, report["confusion_matrix"])) == report["images"]

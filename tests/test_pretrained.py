@@ -248,7 +248,7 @@ def test_pretrained_downloads_once_into_the_hub_cache_and_verifies_it_every_run(
         cached = torch_home / "hub" / "checkpoints" / "alexnet-owt-test.pth"
         assert len(server.requests) == 1 and pretrained.sha256_of(cached) == published.sha256
         out = capsys.readouterr().out
-        assert "downloading torchvision's ImageNet AlexNet weights" in out and "evaluation accuracy" in out
+        assert "downloading torchvision's ImageNet AlexNet weights" in out and "test accuracy" in out
         last = load_checkpoint(tmp_path / "first")
         assert last["arch"] == "torchvision" and last["config"]["pretrained"] and last["config"]["tta"]
         image = tmp_path / "cat.jpg"

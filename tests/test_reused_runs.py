@@ -77,7 +77,7 @@ def test_stop_in_final_evaluation_keeps_last_weights_and_resume_reports(tmp_path
     monkeypatch.chdir(tmp_path)
     assert main(["--no-ui", "--resume", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "evaluation loss:" in out and "best checkpoint:" in out and "finished in" in out
+    assert "test loss:" in out and "best checkpoint:" in out and "finished in" in out
     assert same_weights(weights(run / "last.pt"), at_final)
     assert [r["event"] for r in read_metrics(run / "metrics.jsonl")][-2:] == ["finished", "state"]
 

@@ -150,7 +150,7 @@ def test_a_dropped_ssh_connection_leaves_a_headless_run_going_to_the_end(tmp_pat
     assert exit_status(pid) == 0
     assert len(events(run, "epoch")) == 3 and events(run, "finished")
     log = (run / "train.log").read_text()
-    assert "epoch 03, loss:" in log and "evaluation loss:" in log
+    assert "epoch 03, loss:" in log and "test loss:" in log
     assert (run / "last.pt").exists() and (run / "best.pt").exists()
 
 
@@ -167,7 +167,7 @@ def test_a_dropped_ssh_connection_under_the_tui_goes_on_headless(tmp_path, pet_f
     assert exit_status(pid) == 0
     assert len(events(run, "epoch")) == 3 and events(run, "finished")
     log = (run / "train.log").read_text()
-    assert "the terminal hung up" in log and "evaluation loss:" in log
+    assert "the terminal hung up" in log and "test loss:" in log
 
 
 def test_sigterm_to_the_tui_stops_gracefully(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -43,7 +43,11 @@ class Evaluations(Base):
         final_model = self._best_model(best)
         split = "test" if self.data is not None and self.data.test is not None else "val"
         # With --test-split 0 this reports on the validation images, as the tutorial did.
-        result = self.evaluate(split, checkpoint=best, model=final_model)
+        if self.ranks.distributed:  # each rank holds a share of the images: the sums are reduced
+            result = self.evaluate(split, checkpoint=best, model=final_model)
+        else:  # one pass gives the figures and the full report (evaluation-SPLIT.json, the Report tab)
+            written = self._write_report(split, final_model, best)
+            result = None if written is None else (written[1]["loss"], written[1]["accuracy"])
         if result is None:
             self._stop(self.progress.epoch)
             return RunOutcome.STOPPED
@@ -123,39 +127,55 @@ class Evaluations(Base):
         be, write the full report, and say the state the run is back in."""
         if not self.prepared:
             self.prepare()
-        path = self._write_report(split)
-        if path is None:
+        written = self._write_report(split)
+        if written is None:
             self.control.stop_served()  # x cut the report short; the next start must not stop at once
         if self.progress.epoch > self.config.epochs or self._patience_ran_out(say=False):
             self._state(RunState.FINISHED)
         else:
             self._state(RunState.STOPPED if self.position().started else RunState.IDLE)
-        return path
+        return None if written is None else written[0]
 
-    def _write_report(self, split: str) -> Path | None:
-        """What `e` asks for, in one pass: loss, accuracy, per-class metrics, confusion and the
-        most confident mistakes, into RUN_DIR/evaluation-SPLIT.json. None if a stop cut it short."""
+    def _write_report(
+        self, split: str, model: nn.Module | None = None, checkpoint: Path | None = None
+    ) -> tuple[Path, dict[str, Any]] | None:
+        """One pass: loss, accuracy, per-class metrics, confusion and the most confident mistakes,
+        into RUN_DIR/evaluation-SPLIT.json. What `e` asks for (the training model), or the final
+        report on `checkpoint`'s weights in `model` (with --tta if asked). None if a stop cut it short."""
         from alexnet_tui.engine.report import evaluation_report, format_report
 
         assert self.data is not None and self.run_dir is not None
         self._state(RunState.EVALUATING)
-        dataset = self._dataset(split)
+        loader = self._loader(split)
+        limit = self.config.limit_batches
+        tta = self.config.tta and checkpoint is not None
+        task = "evaluating" if checkpoint is not None else "evaluation report"  # the final report, or e's
+        if tta:
+            self.emit(ev.Notice("--tta: each image's prediction is averaged with its mirror image's"))
+        self.emit(ev.EvaluationStarted(split, min(len(loader), limit) if limit else len(loader)))
         report = evaluation_report(
-            self.model,
-            self._loader(split),
-            dataset,
+            model or self.model,
+            loader,
+            self._dataset(split),
             self.data.class_names,
             self.device,
             self.memory_format,
             self._stop_during_evaluation,
-            on_progress=ev.ProgressThrottle(self.emit, f"evaluation report on {split}"),
+            on_progress=ev.ProgressThrottle(self.emit, f"{task} on {split}"),
+            tta=tta,
+            limit=limit,
+            autocast=self._autocast,
         )
         if report is None:
             return None
-        report.update(split=split, epoch=self.progress.epoch, batch=self.progress.batch)
+        report.update(split=split, epoch=self.progress.epoch, batch=self.progress.batch, tta=tta)
+        if checkpoint is not None:
+            report["checkpoint"] = str(checkpoint)
         path = self.run_dir.path / f"evaluation-{split}.json"
         path.write_text(json.dumps(report, indent=2))
-        self.emit(ev.EvaluationEnd(split, report["loss"], report["accuracy"], report["images"], None, True))
+        checkpoint_name = str(checkpoint) if checkpoint else None
+        self.emit(ev.EvaluationEnd(split, report["loss"], report["accuracy"], report["images"], checkpoint_name,
+                                   checkpoint is None))  # fmt: skip
         self.emit(ev.Notice(format_report(report) + f"\nreport written to {path}"))
         self.emit(ev.ReportWritten(split, str(path)))
-        return path
+        return path, report

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -33,21 +35,29 @@ def evaluation_report(
     worst: int = 10,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
     tta: bool = False,
+    limit: int | None = None,
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, Any] | None:
-    """One pass over `batches` (the dataset in order): everything the report says. None if stopped.
-    With `tta`, each image's probabilities are averaged with its mirror image's."""
+    """One pass over `batches` (the dataset in order, at most `limit` batches): everything the report
+    says. None if stopped. With `tta`, each image's probabilities are averaged with its mirror image's."""
     was_training = model.training
     model.eval()
     probabilities, labels = [], []
     total = len(batches) if hasattr(batches, "__len__") else 0
+    total = min(total, limit) if limit else total
     try:
         for images, targets in batches:
+            if limit and len(labels) >= limit:
+                break
             if should_stop():
                 return None
             inputs = to_model_input(images, device, memory_format=memory_format)
-            logits = model(inputs).float()
-            if tta:
-                probabilities.append(mirrored_log_probabilities(logits, model(inputs.flip(3))).exp())
+            with autocast():
+                logits = model(inputs)
+                mirrored = model(inputs.flip(3)) if tta else None
+            logits = logits.float()
+            if mirrored is not None:
+                probabilities.append(mirrored_log_probabilities(logits, mirrored).exp())
             else:
                 probabilities.append(logits.softmax(1))
             labels.append(targets.to(device))
@@ -103,9 +113,10 @@ def evaluation_report(
 
 def format_report(report: dict[str, Any]) -> str:
     names = report["class_names"]
+    split = report.get("split", "evaluation")
     width = max(9, *(len(n) for n in names)) + 1
     lines = [
-        f"evaluation loss: {report['loss']:.5f}, evaluation accuracy: {report['accuracy']:.5f} "
+        f"{split} loss: {report['loss']:.5f}, {split} accuracy: {report['accuracy']:.5f} "
         f"({report['images']} images{', each averaged with its mirror image (--tta)' if report.get('tta') else ''})",
         "",
         f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
