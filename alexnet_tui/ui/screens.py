@@ -15,21 +15,19 @@ from textual.worker import Worker, WorkerState, get_current_worker
 HELP_TEXT = """\
 [b]alexnet-tui keys[/b]
 
-  s   start training; after a stop: go on from where it stopped;
-      after a finish: the settings form again, s once more starts a new run
-  p   pause / resume at the next batch boundary (the header says PAUSING)
-  x   stop at the next batch boundary; last.pt is written (STOPPING)
-  e   evaluate on the validation images: while a run trains, at its next
-      batch boundary (training goes on); otherwise now. Report tab: 5
-  q   quit (asks first while a run is busy; the run is stopped and saved)
-  1-6  the Train, Model, Charts, Predict, Report and Log tabs
-  tab  move between fields and tables; enter in a field starts
-  esc  leave a field: while a field has focus, keys type into it
+  s   start; after a stop: go on where it stopped; after a finish:
+      the settings form for a new run, and s again starts it
+  p   pause / resume at the next batch boundary (header: PAUSING)
+  x   stop at the next batch boundary, writing last.pt (STOPPING)
+  e   evaluate on the validation images: while a run trains at its
+      next batch boundary (training goes on), otherwise now
+  q   quit (asks first while a run is busy; it is stopped and saved)
+  1-6 tabs: Train, Model, Charts, Predict, Report, Log
+  tab move between fields and tables; enter in a field starts
+  esc leave a field (while a field has focus, keys type into it)
   ctrl+p  the command palette: every key that works now, by name
-  ?   this help
 
-Everything the run reports is also in RUN_DIR/metrics.jsonl.
-Press escape or ? to close."""
+Every event of a run is in RUN_DIR/metrics.jsonl. escape closes."""
 
 ATTACHED_HELP_TEXT = """\
 [b]alexnet-tui keys on a run started elsewhere[/b]
@@ -48,7 +46,7 @@ Press escape or ? to close."""
 WATCH_HELP_TEXT = """\
 [b]alexnet-tui watch: following a run, read-only[/b]
 
-  x   ask the run to stop (creates RUN_DIR/STOP; it stops at its next batch)
+  x   ask the run to stop: creates RUN_DIR/STOP (at its next batch)
   q   leave this screen; the run goes on
   1-6  the Train, Model, Charts, Predict, Report and Log tabs
   esc  leave a field: while a field has focus, keys type into it
