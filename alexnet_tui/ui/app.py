@@ -30,7 +30,7 @@ from alexnet_tui.headless import LineReporter
 from alexnet_tui.metrics import NoticeBacklog, RunFiles
 from alexnet_tui.processes import start_worker_processes
 from alexnet_tui.ui.leaving import Leaving
-from alexnet_tui.ui.run_display import Request, RunDisplay, guess_classes
+from alexnet_tui.ui.run_display import Request, RunDisplay, guess_classes, narrow_summary
 from alexnet_tui.ui.screens import DownloadOffer, DownloadProgress, HelpScreen
 from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
@@ -41,17 +41,6 @@ from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
 
 REFRESH_HZ = 10  # the screen follows the engine at most this often, however fast batches come
 LOG_LINES = 2000  # the Log tab keeps the newest lines; the whole run is in metrics.jsonl
-
-def narrow_summary(text: str) -> str:
-    """torchsummary's table without the indent all its rows share, so that beside the settings form at
-    100 columns the Param # column is not cut (the Model tab shows the table as printed)."""
-    lines = text.rstrip().splitlines()
-    rows = [line for line in lines if line.startswith(" ") and line.strip()]  # the layer table
-    indent = min((len(line) - len(line.lstrip(" ")) for line in rows), default=0)
-    narrowed = [line[indent:] if line.startswith(" " * indent) else line for line in lines]
-    width = max((len(line) for line in narrowed if line.strip(" =-")), default=0)
-    return "\n".join(line[:width] if not line.strip(" =-") else line for line in narrowed)
-
 
 TrainerFactory = Callable[[TrainConfig, list[ev.Subscriber], Control], Trainer]
 
@@ -173,37 +162,6 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         for number in self.early_signals:
             self.on_signal(number)
         self.update_status()
-
-    def show_saved_report(self, run_dir: Path) -> None:
-        """The newest report already in the run folder (`alexnet-tui evaluate` writes one too), and the
-        way to get one that works on this screen."""
-        reports = sorted(run_dir.glob("evaluation-*.json"), key=lambda path: path.stat().st_mtime)
-        if reports:
-            self.query_one(ReportPane).load(reports[-1])
-        elif self.read_only:  # e does nothing here
-            self.query_one("#report-summary", Label).update(
-                f"no evaluation report yet: the run's final report brings one, "
-                f"or alexnet-tui evaluate --checkpoint {run_dir}"
-            )
-
-    def farewell(self) -> str | None:
-        """What the terminal shows once the screen is gone: where the run is and how to reach it again."""
-        if self.run_dir is None:
-            return None
-        if self.attached is not None:
-            if self.state.busy:
-                return f"left {self.run_dir}; the run goes on: alexnet-tui attach {self.run_dir}"
-            return f"left {self.run_dir} ({self.state}): alexnet-tui watch {self.run_dir}"
-        if self.state == RunState.FINISHED:
-            return f"run {self.run_dir} finished: alexnet-tui evaluate --checkpoint {self.run_dir}"
-        if self.hung_up or self.state == RunState.IDLE:
-            return None
-        if self.state == RunState.FAILED:
-            return f"run {self.run_dir} failed: its log is in the folder; alexnet-tui --resume {self.run_dir}"
-        return (
-            f"run {self.run_dir} {self.state} and saved: go on with alexnet-tui --resume {self.run_dir} "
-            f"(headless: alexnet-tui --no-ui --resume {self.run_dir})"
-        )
 
     # ---- model summary ------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="summary", exit_on_error=False)

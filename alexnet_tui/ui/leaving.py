@@ -8,6 +8,7 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from alexnet_tui.engine.events import RunState
 from alexnet_tui.headless import EXIT_SIGNAL, LineReporter
 from alexnet_tui.ui import terminal
 from alexnet_tui.ui.screens import ConfirmQuit
@@ -35,6 +36,25 @@ class Leaving(Base):
                 self.stop_then_quit("quit", 0)
 
         self.push_screen(ConfirmQuit(), answered)
+
+    def farewell(self) -> str | None:
+        """What the terminal shows once the screen is gone: where the run is and how to reach it again."""
+        if self.run_dir is None:
+            return None
+        if self.attached is not None:
+            if self.state.busy:
+                return f"left {self.run_dir}; the run goes on: alexnet-tui attach {self.run_dir}"
+            return f"left {self.run_dir} ({self.state}): alexnet-tui watch {self.run_dir}"
+        if self.state == RunState.FINISHED:
+            return f"run {self.run_dir} finished: alexnet-tui evaluate --checkpoint {self.run_dir}"
+        if self.hung_up or self.state == RunState.IDLE:
+            return None
+        if self.state == RunState.FAILED:
+            return f"run {self.run_dir} failed: its log is in the folder; alexnet-tui --resume {self.run_dir}"
+        return (
+            f"run {self.run_dir} {self.state} and saved: go on with alexnet-tui --resume {self.run_dir} "
+            f"(headless: alexnet-tui --no-ui --resume {self.run_dir})"
+        )
 
     def stop_then_quit(self, reason: str, code: int) -> None:
         self.quit_code = code

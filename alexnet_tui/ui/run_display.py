@@ -33,6 +33,17 @@ CHARTS_REDRAW_S = 0.5  # the charts follow the run less often than the tables, a
 FIELD_OF_TAB = {"predict": "#predict-path", "charts-tab": "#compare-run"}  # focused when their tab opens
 
 
+def narrow_summary(text: str) -> str:
+    """torchsummary's table without the indent all its rows share, so that beside the settings form at
+    100 columns the Param # column is not cut (the Model tab shows the table as printed)."""
+    lines = text.rstrip().splitlines()
+    rows = [line for line in lines if line.startswith(" ") and line.strip()]  # the layer table
+    indent = min((len(line) - len(line.lstrip(" ")) for line in rows), default=0)
+    narrowed = [line[indent:] if line.startswith(" " * indent) else line for line in lines]
+    width = max((len(line) for line in narrowed if line.strip(" =-")), default=0)
+    return "\n".join(line[:width] if not line.strip(" =-") else line for line in narrowed)
+
+
 class Request(enum.Enum):
     """A key's request that the run takes at its next batch boundary: said on the header at once."""
 
@@ -219,6 +230,18 @@ class RunDisplay(Base):
         """The time left beside the run bar; None leaves nothing there (a run or a step that ended)."""
         minutes, seconds = divmod(int(seconds_left or 0), 60)
         show_text(self.query_one("#eta", Label), "" if seconds_left is None else f"ETA {minutes}:{seconds:02d}")
+
+    def show_saved_report(self, run_dir: Path) -> None:
+        """The newest report already in the run folder (`alexnet-tui evaluate` writes one too), and the
+        way to get one that works on this screen."""
+        reports = sorted(run_dir.glob("evaluation-*.json"), key=lambda path: path.stat().st_mtime)
+        if reports:
+            self.query_one(ReportPane).load(reports[-1])
+        elif self.read_only:  # e does nothing here
+            self.query_one("#report-summary", Label).update(
+                f"no evaluation report yet: the run's final report brings one, "
+                f"or alexnet-tui evaluate --checkpoint {run_dir}"
+            )
 
     def run_started(self, event: ev.RunStarted) -> None:
         data = event.dataset
