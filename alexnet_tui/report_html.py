@@ -10,6 +10,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from alexnet_tui.data.demo import demo_picture, demo_settings
+
 THUMBNAIL_SIDE = 160
 
 STYLE = """
@@ -24,12 +26,15 @@ figure img { width: 160px; height: 160px; object-fit: contain; background: #f6f8
 """
 
 
-def thumbnail(path: str) -> str | None:
-    """The image as a small inline JPEG (a data: URL), or None when it cannot be read."""
+def thumbnail(source: str | Path | Image.Image) -> str | None:
+    """The image (a file, or pixels) as a small inline JPEG (a data: URL), or None when it cannot be read."""
     try:
-        with Image.open(path) as image:
-            small = image.convert("RGB")
-            small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        if isinstance(source, Image.Image):
+            small = source.convert("RGB")
+        else:
+            with Image.open(source) as image:
+                small = image.convert("RGB")
+        small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     except (OSError, ValueError, UnidentifiedImageError):
         return None
     buffer = io.BytesIO()
@@ -43,8 +48,18 @@ def cell_colour(share: float, diagonal: bool) -> str:
     return f"background: rgba({hue}, {0.1 + 0.8 * share:.2f})"
 
 
-def render_html(report: dict[str, Any]) -> str:
+def mistake_picture(image: str, split: str, demo: dict[str, Any] | None) -> str | None:
+    """A mistake's picture as a data: URL: its file, or the generated demo image its name gives."""
+    if Path(image).is_file():
+        return thumbnail(image)
+    pixels = demo_picture(image, split, demo)
+    return thumbnail(pixels) if pixels is not None else None
+
+
+def render_html(report: dict[str, Any], report_path: Path | None = None) -> str:
+    """The page; `report_path` (the report's JSON file) helps find the run's settings for demo images."""
     names = report["class_names"]
+    demo = demo_settings(report, report_path)
     escape = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -73,7 +88,7 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append(f"<tr><th>{escape(name)}</th>{cells}</tr>")
     parts.append("</table><h2>Most confident mistakes</h2><div class='gallery'>")
     for mistake in report["most_confident_mistakes"]:
-        source = thumbnail(mistake["image"])
+        source = mistake_picture(mistake["image"], str(report.get("split", "")), demo)
         picture = (
             f"<img src='{source}' alt='{escape(mistake['image'])}'>"
             if source

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 DEMO_CLASSES = ["checks", "spots", "stripes"]
 
@@ -62,3 +71,55 @@ def demo_tensors(count: int, size: int, seed: int) -> tuple[torch.Tensor, torch.
         images[index] = torch.from_numpy(pixels).permute(2, 0, 1)
         labels[index] = label
     return images, labels
+
+
+# What regenerates a demo image a report names. The engine's reports name a demo image by its
+# position in the evaluated split ("#33"): the run's seed, set size, image size and split fractions
+# turn that back into its pixels.
+DEMO_SETTINGS = ("seed", "demo_size", "image_size", "val_split", "test_split")
+_REFERENCE = re.compile(r"#(\d+)")
+
+
+def demo_settings(report: Mapping[str, Any], near: Path | None = None) -> dict[str, Any] | None:
+    """The settings that made a report's demo images: the report's own "demo" entry where it has
+    one, else the run's config.toml beside the report file (`near`) or beside its checkpoint."""
+    if isinstance(report.get("demo"), Mapping):
+        return dict(report["demo"])
+    folders = [near.parent] if near is not None else []
+    if report.get("checkpoint"):
+        folders.append(Path(str(report["checkpoint"])).parent)
+    for folder in folders:
+        try:
+            with open(folder / "config.toml", "rb") as file:
+                return {key.replace("-", "_"): value for key, value in tomllib.load(file).items()}
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+    return None
+
+
+def demo_picture(reference: str, split: str, settings: Mapping[str, Any] | None) -> PILImage | None:
+    """The generated image a report calls `reference` ("#33": the 34th image of the run's `split`
+    split), as the model saw it; None when it is not such a name or `settings` cannot place it."""
+    from PIL import Image
+
+    from alexnet_tui.config import DEMO_IMAGE_SIZE
+    from alexnet_tui.data.loading import split_indices
+
+    found = _REFERENCE.fullmatch(str(reference).strip())
+    if found is None or settings is None or split not in ("train", "val", "test"):
+        return None
+    try:
+        seed, count = int(settings.get("seed", 42)), int(settings.get("demo_size", 600))
+        size = int(settings.get("image_size") or DEMO_IMAGE_SIZE)
+        val_split, test_split = float(settings.get("val_split", 0.2)), float(settings.get("test_split", 0.5))
+    except (TypeError, ValueError):
+        return None
+    if count <= 0 or size <= 0:
+        return None
+    labels = [index % len(DEMO_CLASSES) for index in range(count)]  # as demo_image labels them
+    parts = dict(zip(("train", "val", "test"), split_indices(labels, val_split, test_split, seed), strict=True))
+    position = int(found.group(1))
+    if position >= len(parts[split]):
+        return None
+    pixels, _ = demo_image(parts[split][position], size, seed)
+    return Image.fromarray(pixels)

@@ -10,18 +10,20 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, RichLog
 from textual.worker import Worker, WorkerState
-from textual_image.widget import Image as Picture
+
+from alexnet_tui.ui.pictures import PictureView
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 
 class PredictPane(Vertical):
+    # Ids, not type names: a type selector matches a class's own name, never an import alias.
     DEFAULT_CSS = """
     PredictPane { padding: 0 1; }
     PredictPane #predict-body { height: 1fr; }
-    PredictPane RichLog { width: 1fr; }
-    PredictPane Picture { width: 36; height: 16; }
+    PredictPane #predict-results { width: 1fr; min-width: 30; height: 1fr; }
+    PredictPane #predict-picture { width: 1fr; max-width: 48; height: 1fr; padding-left: 1; }
     """
 
     def __init__(self) -> None:
@@ -32,8 +34,10 @@ class PredictPane(Vertical):
         yield Label("image path (enter to predict with the run's best.pt):")
         yield Input(placeholder="path/to/image.jpg", id="predict-path", compact=True)
         with Horizontal(id="predict-body"):
-            yield RichLog(id="predict-results", wrap=True, markup=False, max_lines=200)
-            yield Picture(id="predict-picture")
+            # min_width: a RichLog lays each line out at least this wide (78 by default), which beside
+            # the picture cut the answer off instead of wrapping it.
+            yield RichLog(id="predict-results", wrap=True, markup=False, max_lines=200, min_width=20)
+            yield PictureView(id="predict-picture")
 
     @on(Input.Submitted, "#predict-path")
     def predict_path(self, message: Input.Submitted) -> None:
@@ -69,7 +73,7 @@ class PredictPane(Vertical):
         if message.state == WorkerState.SUCCESS:
             line, picture = message.worker.result
             self.show(line)
-            self.query_one("#predict-picture", Picture).image = picture  # the image beside its classes
+            self.query_one("#predict-picture", PictureView).image = picture  # the image beside its classes
         elif message.state == WorkerState.ERROR:
             self.show(f"cannot predict: {message.worker.error}")
 

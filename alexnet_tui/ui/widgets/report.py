@@ -5,38 +5,56 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Label, Static
-from textual_image.widget import Image as Picture
+
+from alexnet_tui.data.demo import demo_picture, demo_settings
+from alexnet_tui.ui.pictures import PictureView
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+# Green for right answers, red for mistakes. A cell holding half its row or more is filled, with the
+# darker text a light fill needs and the lighter text a dark fill needs (both above 7:1 contrast);
+# a smaller share is coloured text on the table's own background.
+RIGHT_FILLED, WRONG_FILLED = "bold #000000 on #4caf50", "bold #ffffff on #b62324"
+RIGHT_TEXT, WRONG_TEXT = "#5fd068", "#ff6b6b"
 
 
 def confusion_cell(count: int, row_total: int, diagonal: bool) -> Text:
-    """Green for right answers, red for mistakes; stronger for a larger share of the true class."""
+    """One cell of the matrix, styled by its share of the true class's images."""
     share = count / max(row_total, 1)
-    colour = "green" if diagonal else "red"
-    style = f"bold white on {colour}" if share >= 0.5 else (f"{colour}" if count else "dim")
+    if not count:
+        style = "dim"
+    elif share >= 0.5:
+        style = RIGHT_FILLED if diagonal else WRONG_FILLED
+    else:
+        style = RIGHT_TEXT if diagonal else WRONG_TEXT
     return Text(str(count), style=style, justify="right")
 
 
 class ReportPane(Vertical):
     DEFAULT_CSS = """
     ReportPane { padding: 0 1; }
-    ReportPane #report-summary { height: auto; }
+    ReportPane #report-summary { height: auto; width: 1fr; }
     ReportPane #confusion { height: auto; max-height: 12; margin-bottom: 1; }
-    ReportPane #gallery { height: 1fr; }
+    ReportPane #gallery { height: 1fr; min-height: 5; }
     ReportPane #mistakes { width: 1fr; }
-    ReportPane #mistake-view { width: 40; }
-    ReportPane Picture { width: 36; height: 16; }
-    """
+    ReportPane #mistake-view { width: 1fr; max-width: 48; min-width: 24; padding-left: 1; }
+    ReportPane #mistake-caption { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
+    ReportPane #mistake-picture { height: 1fr; }
+    """  # the caption above its picture, the picture in what is left: the caption is always in view
 
     def __init__(self) -> None:
         super().__init__(id="report-view")
         self.mistakes: list[dict[str, Any]] = []
+        self.split = ""
+        self.demo: dict[str, Any] | None = None  # what regenerates the report's demo images, if any
 
     def compose(self) -> ComposeResult:
         yield Label("no evaluation report yet: press e (or run alexnet-tui evaluate)", id="report-summary")
@@ -44,8 +62,8 @@ class ReportPane(Vertical):
         with Horizontal(id="gallery"):
             yield DataTable(id="mistakes", cursor_type="row")
             with Vertical(id="mistake-view"):
-                yield Picture(id="mistake-picture")
                 yield Static("", id="mistake-caption")
+                yield PictureView(id="mistake-picture")
 
     def load(self, path: Path) -> None:
         """Show the report written at `path` (evaluation-SPLIT.json)."""
@@ -69,6 +87,8 @@ class ReportPane(Vertical):
             total = sum(row)
             confusion.add_row(name[:16], *(confusion_cell(count, total, col == index) for col, count in enumerate(row)))
         self.mistakes = report["most_confident_mistakes"]
+        self.split = str(report.get("split", ""))
+        self.demo = demo_settings(report, path)
         table = self.query_one("#mistakes", DataTable)
         table.clear(columns=True)
         table.add_columns("confidence", "predicted", "true", "image")
@@ -78,6 +98,9 @@ class ReportPane(Vertical):
             )
         if self.mistakes:
             self.show_mistake(0)
+        else:  # an earlier report's mistake must not stay beside this one
+            self.query_one("#mistake-picture", PictureView).image = None
+            self.query_one("#mistake-caption", Static).update("no mistakes in this report")
 
     @on(DataTable.RowHighlighted, "#mistakes")
     def highlighted(self, message: DataTable.RowHighlighted) -> None:
@@ -85,12 +108,17 @@ class ReportPane(Vertical):
 
     def show_mistake(self, index: int) -> None:
         mistake = self.mistakes[index]
-        picture = self.query_one("#mistake-picture", Picture)
         image = Path(mistake["image"])
-        picture.image = image if image.is_file() else None
-        where = str(image) if image.is_file() else f"{mistake['image']} (no file: a generated demo image)"
+        picture: Path | PILImage | None = image if image.is_file() else None
+        if picture is not None:
+            where = str(image)
+        else:
+            picture = demo_picture(mistake["image"], self.split, self.demo)
+            made = "generated demo image" if picture is not None else "no such file"
+            where = f"{mistake['image']} in {self.split or 'the split'}: {made}"
+        self.query_one("#mistake-picture", PictureView).image = picture
         caption = Text.assemble(
             "predicted ", (mistake["predicted"], "bold"), f" ({mistake['confidence']:.3f})\n",
-            f"true {mistake['true']}\n", (where, "dim"),
-        )  # fmt: skip
+            "true ", (mistake["true"], "bold"), "\n", (where, "dim"),
+        )  # fmt: skip  # one row a line (the CSS): a long path is cut short, the picture keeps its room
         self.query_one("#mistake-caption", Static).update(caption)

@@ -1,0 +1,120 @@
+"""The real program in a pty, its screen read back through pyte: what a person sees at launch on
+odd terminals, when keys come early, and the Predict and Report tabs after a tiny demo run."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_tui.paths import cache_dir
+from tests.conftest import TINY_ARGS
+from tests.terminal import Terminal
+
+RUN = [*TINY_ARGS, "--epochs", "1", "--out", "run"]
+HELP = "alexnet-tui keys"  # the Help screen's heading
+STARTED = re.compile(r"TRAINING|EVALUATING|FINISHED")  # s was taken: the run went on from idle
+BROKEN = ("Traceback", "ZeroDivisionError", "TimeoutError")
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def assert_clean(term: Terminal) -> None:
+    """No traceback on the terminal nor in the log fd 2 goes to while the screen runs."""
+    stderr_log = cache_dir() / "tui-stderr.log"
+    logged = stderr_log.read_text(errors="replace") if stderr_log.exists() else ""
+    for word in BROKEN:
+        assert word not in term.output(), term.output()[-3000:]
+        assert word not in logged, logged[-3000:]
+
+
+def test_a_0x0_terminal_starts_and_quits_cleanly(tmp_path):
+    # Textual (through shutil.get_terminal_size) draws a 0x0 window at 80x24; the picture
+    # library's import divided by the 0 columns before the screen ever came up.
+    with Terminal(RUN, size=(0, 0), cwd=tmp_path) as term:
+        term.wait_for("IDLE", timeout=30)
+        term.press("q")
+        assert term.wait_exit() == 0
+    assert_clean(term)
+
+
+def test_a_terminal_that_never_answers_starts_cleanly_and_s_works(tmp_path):
+    with Terminal(RUN, cwd=tmp_path, answers="never") as term:
+        term.wait_for("IDLE", timeout=30)
+        term.press("s")
+        term.wait_for(lambda text: STARTED.search(text) is not None, timeout=30)
+    assert_clean(term)
+
+
+@pytest.mark.parametrize("answers", ["now", "late"])
+def test_s_pressed_half_a_second_after_launch_starts_training(tmp_path, answers):
+    """A person types s as soon as the command is entered; a terminal's answers (at once, or late
+    as over a slow SSH link) must not eat the key nor become keys of their own (`?` opened Help)."""
+    seen_help = []
+
+    def started(text: str) -> bool:
+        seen_help.append(HELP in text)
+        return STARTED.search(text) is not None
+
+    with Terminal(RUN, cwd=tmp_path, answers=answers) as term:
+        time.sleep(0.5)  # the moment is the point of this test: no event to wait for yet
+        term.press("s")
+        term.wait_for(started, timeout=30)
+        assert not any(seen_help), "the Help screen opened"
+        assert HELP not in term.screen_text()
+    assert_clean(term)
+
+
+def a_photo(path: Path) -> Path:
+    pixels = (np.random.default_rng(3).random((70, 90, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG")
+    return path
+
+
+def finished_run(term: Terminal) -> None:
+    term.wait_for("IDLE", timeout=30)
+    term.press("s")
+    term.wait_for("FINISHED", timeout=60)
+
+
+ANSWER = re.compile(r"(checks|spots|stripes) [01]\.\d{3}")
+PICTURE = "▀"  # half-blocks: each cell two pixels of the picture
+
+
+def beside_the_picture(text: str) -> str:
+    """What the screen's rows that show the picture hold to its left, read as one text (the answer
+    wraps over rows: "stripes" may end one row and "0.338" begin the next)."""
+    return " ".join(line[: line.index(PICTURE)].strip() for line in text.splitlines() if PICTURE in line)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+def test_the_prediction_is_on_screen_beside_its_picture(tmp_path, size):
+    photo = a_photo(tmp_path / "photo.jpg")
+    with Terminal(RUN, cwd=tmp_path, size=size) as term:
+        finished_run(term)
+        term.press("4")  # the Predict tab: its field takes focus as the tab opens
+        term.wait_for("image path")
+        term.type(str(photo))
+        term.press("enter")
+        text = term.wait_for(lambda text: len(ANSWER.findall(beside_the_picture(text))) == 3, timeout=30)
+        assert "photo.jpg:" in beside_the_picture(text).replace(" ", "")  # its file, folded over rows maybe
+    assert_clean(term)
+
+
+def test_the_gallery_caption_and_picture_are_on_the_report_tab(tmp_path):
+    with Terminal(RUN, cwd=tmp_path) as term:  # 80x24: the smallest screen the layout is made for
+        finished_run(term)
+        term.press("5")  # the final report (test split) is on the Report tab by now
+        text = term.wait_for(lambda text: "predicted " in text and re.search(r"#\d+ in test", text), timeout=30)
+        lines = text.splitlines()
+        caption = next(i for i, line in enumerate(lines) if re.search(r"predicted \w+ \([01]\.\d{3}\)", line))
+        assert re.search(r"true \w+", lines[caption + 1]), text
+        assert "generated demo image" in lines[caption + 2], text  # the demo's picture, regenerated
+        column = lines[caption].index("predicted ")
+        picture_rows = [line for line in lines[caption + 3 :] if PICTURE in line[column:]]
+        assert picture_rows, text  # the picture right under its caption, in the same column
+    assert_clean(term)
