@@ -171,6 +171,10 @@ class Evaluations(Base):
         report.update(split=split, epoch=self.progress.epoch, batch=self.progress.batch, tta=tta)
         if checkpoint is not None:
             report["checkpoint"] = str(checkpoint)
+        if self.config.data == "demo":  # the gallery draws a mistake again from these (no files)
+            from alexnet_tui.data.demo import DEMO_SETTINGS
+
+            report["demo"] = {key: getattr(self.config, key) for key in DEMO_SETTINGS}
         path = self.run_dir.path / f"evaluation-{split}.json"
         path.write_text(json.dumps(report, indent=2))
         checkpoint_name = str(checkpoint) if checkpoint else None
