@@ -118,3 +118,51 @@ def test_the_gallery_caption_and_picture_are_on_the_report_tab(tmp_path):
         picture_rows = [line for line in lines[caption + 3 :] if PICTURE in line[column:]]
         assert picture_rows, text  # the picture right under its caption, in the same column
     assert_clean(term)
+
+
+def test_a_path_typed_on_the_predict_tab_starts_no_run(tmp_path):
+    """Typing x3s/a.jpg switched to Charts, started a run and stopped it when the field had no focus."""
+    with Terminal(RUN, cwd=tmp_path) as term:
+        term.wait_for("IDLE", timeout=30)
+        term.press("4")
+        term.wait_for("image path")
+        term.type("x3s/a.jpg")
+        text = term.wait_for("x3s/a.jpg")
+        assert "IDLE" in text and "image path" in text  # still idle, still on the Predict tab
+        assert "esc" in text.splitlines()[-1]  # the footer says how to give the keys back
+        time.sleep(0.5)  # a started run would show within a drain or two: nothing to wait for here
+        assert "IDLE" in term.screen_text() and not (tmp_path / "run").exists()
+    assert_clean(term)
+
+
+def test_after_a_finish_the_report_tab_shows_the_test_report(tmp_path):
+    with Terminal(RUN, cwd=tmp_path, size=(100, 30)) as term:
+        finished_run(term)
+        term.press("5")
+        text = term.wait_for(lambda text: "test split:" in text, timeout=30)
+        assert re.search(r"test split: \d+ images, loss \d\.\d{5}, accuracy \d\.\d{5}", text), text
+        assert "evaluation-test.json" in text
+    assert (tmp_path / "run" / "evaluation-test.json").exists()
+    assert_clean(term)
+
+
+def test_log_lines_written_while_the_log_tab_was_hidden_use_the_screen_width(tmp_path):
+    """Lines the run said while another tab was shown wrapped at ~72 columns on a 100-column screen."""
+    with Terminal(RUN, cwd=tmp_path, size=(100, 30)) as term:
+        term.wait_for("IDLE", timeout=30)
+        term.press("6")  # the Log tab shown once (it has a size), then hidden while the run speaks
+        term.wait_for(lambda text: "Log" in text and "image size" not in text)
+        term.press("1")
+        finished_run(term)
+        term.press("6")
+        text = term.wait_for("recipe: --lr", timeout=30)
+        widest = max(len(line.rstrip()) for line in text.splitlines()[3:-2])  # the log's own rows
+        assert widest > 85, text
+
+
+def test_q_tells_the_terminal_where_the_run_is(tmp_path):
+    with Terminal(RUN, cwd=tmp_path) as term:
+        finished_run(term)
+        term.press("q")
+        assert term.wait_exit() == 0
+        assert "run run finished: alexnet-tui evaluate --checkpoint run" in term.output()

@@ -40,7 +40,14 @@ async def take(folder: Path) -> None:
             await wait_for(pilot, lambda: app.state == "finished")
             await pilot.pause(0.5)
             app.save_screenshot("finished.svg", str(folder))
-            await pilot.press("q")
+            write_demo_folder(Path("pictures"), 6)  # a picture file to ask the Predict tab about
+            picture = sorted(Path("pictures").rglob("*.jpg"))[0]
+            await pilot.press("4", *str(picture), "enter")
+            results = app.query_one("#predict-results")
+            await wait_for(pilot, lambda: len(results.lines) > 0)
+            await pilot.pause(1.0)
+            app.save_screenshot("predict.svg", str(folder))
+            await pilot.press("escape", "q")
 
 
 def write_demo_folder(root: Path, count: int) -> None:
