@@ -152,8 +152,8 @@ async def test_a_long_history_is_on_screen_on_attach(tmp_path):
         assert table.get_row_at(199)[1] == "1000/1000"
         bottom = table.render_line(table.scrollable_content_region.height - 1).text
         assert bottom.split()[:2] == ["10/10", "1000/1000"]  # the table follows the newest row
-        caption = lambda: str(app.query_one("#chart-val-loss Label").render())  # noqa: E731
-        assert "no data yet" in caption()  # a hidden tab is not drawn...
+        caption = lambda: str(app.query_one("#chart-loss Label").render())  # noqa: E731
+        assert "no epochs yet" in caption()  # a hidden tab is not drawn...
         await pilot.press("3")
         await wait_for(pilot, lambda: "best: epoch 7" in caption())  # ...until it is shown
         await pilot.press("q")

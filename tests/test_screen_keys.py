@@ -43,10 +43,10 @@ async def test_a_path_typed_on_the_predict_tab_goes_into_its_field_and_starts_no
         await pilot.pause()
         assert field.value == "x3s/a.jpg"
         assert app.state == "idle" and app.trainer is None  # neither s nor x nor 3 acted
-        assert footer_keys(app).get("Leave field") is True  # the way out is on the footer
+        await wait_for(pilot, lambda: footer_keys(app).get("Leave field") is True)  # the way out is on the footer
         await pilot.press("escape", "1")
         await wait_for(pilot, lambda: app.query_one("TabbedContent").active == "train")
-        assert app.focused is None and "Leave field" not in footer_keys(app)
+        await wait_for(pilot, lambda: app.focused is None and "Leave field" not in footer_keys(app))
 
 
 @pytest.mark.asyncio
@@ -78,7 +78,7 @@ async def test_keys_say_at_once_what_they_asked_until_the_run_gets_there(tmp_pat
 
     def said_before(asked: str, reached: str) -> bool:
         words = [line.split(" |")[0] for line in shown]
-        return asked in words and reached in words[words.index(asked):]
+        return asked in words and reached in words[words.index(asked) :]
 
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("s")
@@ -124,6 +124,7 @@ async def test_the_attached_footer_leaves_rather_than_quits_and_offers_no_start(
     app = AlexNetApp(TrainConfig(), attach=finished_run, read_only=True)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: rows(app, "#epochs") > 0)
+        await wait_for(pilot, lambda: "Leave" in footer_keys(app))  # the footer recomposes after the bindings change
         keys = footer_keys(app)
         assert "Leave" in keys and "Quit" not in keys and "Start" not in keys
         assert "e" not in str(app.query_one("#report-summary").render()).split()  # no "press e" where e is dead
