@@ -73,6 +73,8 @@ class ScriptedTrainer:
             )
         )
         self.emit(ev.StateChanged(RunState.TRAINING, time=0))
+        # The trainer's own figures, as a process on another machine would report them.
+        self.emit(ev.MachineSample(4242, "gpu-box", 2150.0, 180.0, [90.0, 95.0], "cpu"))
         best = math.inf
         for epoch in range(1, EPOCHS + 1):
             self.emit(ev.EpochStarted(epoch, EPOCHS, BATCHES, time=0))

@@ -263,7 +263,8 @@ async def test_charts_and_system_panel_follow_the_run():
         assert list(app.query_one("#chart-loss", EpochPlot).current["val"].points.values()) == pytest.approx([0.8, 0.6])
         assert "best: epoch 2" in str(app.query_one("#chart-loss Label").render())
         system = str(app.query_one(SystemPanel).render())
-        assert "process memory (RSS)" in system and "images/s: 40.0" in system
+        assert "trainer: pid 4242 on gpu-box" in system and "images/s: 40.0" in system
+        assert "trainer memory (RSS): 2150 MiB, CPU 180% of a core" in system  # its figures, not the viewer's
         assert "CPU per core:" in system and "compute-bound" in system  # the scripted run never waits for data
 
 

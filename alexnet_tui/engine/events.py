@@ -97,6 +97,24 @@ class EpochEnd(Event):
 
 
 @dataclass
+class MachineSample(Event):
+    """What the training process uses, every few seconds: a viewer on another machine (attach, the
+    served page) shows these, not its own figures."""
+
+    name: ClassVar[str] = "machine"
+    pid: int
+    host: str
+    rss_mib: float
+    process_cpu_percent: float  # of one core: 180 is nearly two cores busy
+    cores_percent: list[float]  # the machine's, per core
+    device: str
+    gpu_allocated_gib: float | None = None
+    gpu_peak_gib: float | None = None
+    gpu_total_gib: float | None = None
+    gpu_lines: list[str] = field(default_factory=list)  # NVML's utilisation, temperature and power
+
+
+@dataclass
 class BestCheckpoint(Event):
     name: ClassVar[str] = "best_checkpoint"
     epoch: int

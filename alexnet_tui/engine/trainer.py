@@ -18,8 +18,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from alexnet_tui.config import TrainConfig
-from alexnet_tui.data import DataBundle
 from alexnet_tui.data.images import UNREADABLE
+from alexnet_tui.data.loading import DataBundle
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.augment import augmented_input
 from alexnet_tui.engine.checkpoint import CheckpointSaveError
@@ -29,6 +29,7 @@ from alexnet_tui.engine.device import describe
 from alexnet_tui.engine.distributed import all_reduce_sum, launched_ranks
 from alexnet_tui.engine.evaluating import Evaluations
 from alexnet_tui.engine.loaders import shut_down
+from alexnet_tui.engine.machine import MachineSampler
 from alexnet_tui.engine.recipe import (
     early_stop_message,
     patience_ran_out,
@@ -79,6 +80,7 @@ class Trainer(Setup, Steering, Evaluations):
         self._loaders: dict[str, DataLoader] = {}
         self._checkpoints: CheckpointWriter | None = None  # made with the first epoch (rank 0)
         self.fastest_epoch_s = float("inf")  # training seconds of the fastest epoch: paces the saves
+        self._machine: MachineSampler | None = None  # this process's figures, for viewers anywhere
 
     # ---- events and the drivers' view ---------------------------------------------------------
     def subscribe(self, subscriber: ev.Subscriber) -> None:
@@ -206,6 +208,9 @@ class Trainer(Setup, Steering, Evaluations):
                     row.lr,
                 )
             )
+        if self._machine is None:
+            self._machine = MachineSampler(self.device)  # its first figures cover the next interval
+        self._machine.maybe_emit(self.emit)
 
     def _stop(self, epoch: int) -> None:
         path = self.save_last(wait=True)  # Stopped names a last.pt that is on disk
