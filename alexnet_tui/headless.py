@@ -8,13 +8,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from alexnet_tui.config import TrainConfig, recipe_text
-from alexnet_tui.engine import Control, RunOutcome, StoppedBeforeStart, Trainer
+from alexnet_tui.engine import Control, StoppedBeforeStart
 from alexnet_tui.engine import events as ev
 from alexnet_tui.metrics import NoticeBacklog, RunFiles
 from alexnet_tui.processes import start_worker_processes
+
+if TYPE_CHECKING:
+    from alexnet_tui.engine.training_state import RunOutcome
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -198,6 +201,8 @@ class LineReporter:
 
 def run_headless(config: TrainConfig) -> int:
     """Train with line logs and a metrics file; the exit code says how it ended."""
+    from alexnet_tui.engine.trainer import Trainer  # torch: not for the viewers that print lines
+
     control = Control()
     received: list[int] = []
 
@@ -251,6 +256,7 @@ def request_from_handler(request: Callable[[str], None], reason: str) -> None:
 
 def exit_code(outcome: RunOutcome, signals_received: list[int]) -> int:
     """0 finished, 1 failed; a stop says which signal asked for it (130 Ctrl+C or x, 143 SIGTERM)."""
+    from alexnet_tui.engine.training_state import RunOutcome
     if outcome is RunOutcome.FINISHED:
         return EXIT_OK
     if outcome is RunOutcome.STOPPED:

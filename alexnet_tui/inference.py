@@ -1,21 +1,20 @@
-"""`alexnet-tui evaluate` and `alexnet-tui predict`: use a saved checkpoint on images."""
+"""`alexnet-tui evaluate` and `alexnet-tui predict`: use a saved checkpoint on images.
+
+torch is imported inside the functions, after a first line on stderr: importing it takes seconds on a
+small machine, and a command that shows nothing for that long looks hung."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from alexnet_tui.config import TrainConfig
-from alexnet_tui.engine.checkpoint import check_compatible, checkpoint_arch, load_checkpoint
-from alexnet_tui.engine.device import resolve_device
-from alexnet_tui.engine.tensors import to_model_input
 from alexnet_tui.errors import UsageError
-from alexnet_tui.model import build_model
+
+if TYPE_CHECKING:
+    import torch
 
 
 def checkpoint_path(given: str) -> Path:
@@ -24,8 +23,16 @@ def checkpoint_path(given: str) -> Path:
     return path / "best.pt" if path.is_dir() else path
 
 
+def say_loading(path: Path) -> None:
+    """The first thing a command using a checkpoint says, before the seconds torch takes to import."""
+    print(f"loading {path} ...", file=sys.stderr, flush=True)
+
+
 def checkpoint_network(payload: dict[str, Any]) -> torch.nn.Module:
     """The checkpoint's network (its --arch, classes, size and width), with fresh weights."""
+    from alexnet_tui.engine.checkpoint import checkpoint_arch
+    from alexnet_tui.model import build_model
+
     arch, width = checkpoint_arch(payload), payload.get("width", 1.0)
     return build_model(arch, payload["num_classes"], payload["image_size"], width)
 
@@ -49,12 +56,15 @@ def evaluate_checkpoint(
     """Print the evaluation report of a checkpoint on its data (or `data`) and save it beside it
     (and as an HTML page at `html`); with `tta`, each image's prediction is averaged with its
     mirror image's."""
+    path = checkpoint_path(checkpoint)
+    say_loading(path)
     from torch.utils.data import DataLoader
 
-    from alexnet_tui.data import load_data
+    from alexnet_tui.data.loading import load_data
+    from alexnet_tui.engine.checkpoint import check_compatible, checkpoint_arch, load_checkpoint
+    from alexnet_tui.engine.device import resolve_device
     from alexnet_tui.engine.report import evaluation_report, format_report
 
-    path = checkpoint_path(checkpoint)
     payload = load_checkpoint(path)
     values = dict(payload["config"], resume=None, out=None)
     if data:
@@ -101,7 +111,12 @@ def evaluate_checkpoint(
 
 def predict_images(checkpoint: str, images: list[str], top: int, device_name: str) -> int:
     """Print each image's top classes; exit 1 if any image could not be read."""
-    payload = load_checkpoint(checkpoint_path(checkpoint))
+    path = checkpoint_path(checkpoint)
+    say_loading(path)
+    from alexnet_tui.engine.checkpoint import load_checkpoint
+    from alexnet_tui.engine.device import resolve_device
+
+    payload = load_checkpoint(path)
     device = resolve_device(device_name)
     model = model_from_checkpoint(payload, device)
     failures = 0
@@ -116,7 +131,11 @@ def predict_image(
     model: torch.nn.Module, payload: dict[str, Any], image: str, top: int, device: torch.device
 ) -> tuple[str, bool]:
     """One line for one image: its top classes with probabilities, or why it could not be read."""
+    import torch
+    from PIL import Image
+
     from alexnet_tui.data.images import eval_variant, load_resized
+    from alexnet_tui.engine.tensors import to_model_input
 
     try:
         # The geometry the run evaluated with: the tutorial's, or the ImageNet weights' (--pretrained).

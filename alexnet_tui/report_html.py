@@ -48,11 +48,11 @@ def cell_colour(share: float, diagonal: bool) -> str:
     return f"background: rgba({hue}, {0.1 + 0.8 * share:.2f})"
 
 
-def mistake_picture(image: str, split: str, demo: dict[str, Any] | None) -> str | None:
+def mistake_picture(image: str, split: str, demo: dict[str, Any] | None, demo_index: Any = None) -> str | None:
     """A mistake's picture as a data: URL: its file, or the generated demo image its name gives."""
     if Path(image).is_file():
         return thumbnail(image)
-    pixels = demo_picture(image, split, demo)
+    pixels = demo_picture(image, split, demo, demo_index)
     return thumbnail(pixels) if pixels is not None else None
 
 
@@ -88,7 +88,7 @@ def render_html(report: dict[str, Any], report_path: Path | None = None) -> str:
         parts.append(f"<tr><th>{escape(name)}</th>{cells}</tr>")
     parts.append("</table><h2>Most confident mistakes</h2><div class='gallery'>")
     for mistake in report["most_confident_mistakes"]:
-        source = mistake_picture(mistake["image"], str(report.get("split", "")), demo)
+        source = mistake_picture(mistake["image"], str(report.get("split", "")), demo, mistake.get("demo_index"))
         picture = (
             f"<img src='{source}' alt='{escape(mistake['image'])}'>"
             if source

@@ -154,6 +154,14 @@ class Terminal:
         width, height = pixels or (0, 0)
         fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, width, height))
 
+    def resize_window(self, columns: int, lines: int) -> None:
+        """What a person dragging the window's corner does: the pty's size changes (SIGWINCH) and
+        the emulated screen with it, blank until the program draws it again."""
+        with self.lock:
+            self.screen.resize(lines, columns)
+            self.screen.erase_in_display(2)
+        self.resize(columns, lines)
+
     def _send(self, data: bytes) -> None:
         with contextlib.suppress(OSError):  # the program is gone: nobody to answer
             os.write(self.master, data)

@@ -2,10 +2,9 @@ import pytest
 import torch
 
 from alexnet_tui.config import TrainConfig
-from alexnet_tui.data import load_data
 from alexnet_tui.data.demo import DEMO_CLASSES, demo_tensors
 from alexnet_tui.data.images import UNREADABLE, FolderImages, load_resized
-from alexnet_tui.data.loading import split_indices
+from alexnet_tui.data.loading import load_data, split_indices
 from alexnet_tui.data.scan import scan_folder
 from alexnet_tui.errors import UsageError
 from tests.conftest import jpeg_bytes

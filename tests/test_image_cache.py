@@ -15,8 +15,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from alexnet_tui.config import TrainConfig
-from alexnet_tui.data import load_data
 from alexnet_tui.data.images import FolderImages, load_resized
+from alexnet_tui.data.loading import load_data
 from alexnet_tui.data.scan import scan_folder
 from tests.conftest import jpeg_bytes
 

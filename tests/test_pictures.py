@@ -18,7 +18,7 @@ from PIL import Image
 from textual.app import App, ComposeResult
 
 from alexnet_tui.config import TrainConfig, to_toml
-from alexnet_tui.data.demo import demo_picture, demo_settings
+from alexnet_tui.data.demo import demo_index, demo_picture, demo_settings
 from alexnet_tui.data.loading import load_data
 from alexnet_tui.report_html import render_html
 from alexnet_tui.ui.pictures import DEFAULT_CELL, HalfBlocks, PictureView, cell_pixels, choose_renderer, fit
@@ -185,6 +185,9 @@ def test_a_demo_reference_gives_back_the_pixels_the_model_saw(tmp_path):
             picture = demo_picture(f"#{position}", split, settings)
             assert picture is not None and picture.size == (67, 67)
             assert np.array_equal(np.asarray(picture).transpose(2, 0, 1), dataset[position][0].numpy())
+            index = demo_index(f"#{position}", split, settings)  # what a report records for viewers
+            by_index = demo_picture("ignored", split, settings, index)  # drawn with numpy alone
+            assert np.array_equal(np.asarray(by_index), np.asarray(picture))
     assert demo_picture(f"#{len(bundle.val)}", "val", settings) is None  # past the split's end
     assert demo_picture("cats/1.jpg", "val", settings) is None
     assert demo_picture("#1", "", settings) is None and demo_picture("#1", "val", None) is None

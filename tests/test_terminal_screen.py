@@ -91,25 +91,44 @@ def beside_the_picture(text: str) -> str:
     return " ".join(line[: line.index(PICTURE)].strip() for line in text.splitlines() if PICTURE in line)
 
 
-@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
-def test_the_prediction_is_on_screen_beside_its_picture(tmp_path, size):
+def assert_answer_beside_picture(text: str, photo: Path) -> None:
+    assert len(ANSWER.findall(beside_the_picture(text))) == 3, text
+    assert f"{photo.name}:" in beside_the_picture(text).replace(" ", ""), text  # its file, folded over rows maybe
+
+
+def test_log_lines_use_the_screen_width_and_the_prediction_is_beside_its_picture(tmp_path):
+    """One run at 100x30, then 80x24: Log lines said while the Log tab was hidden wrapped at ~72
+    columns; Predict's answer was drawn one column wide, out of sight, beside its picture."""
     photo = a_photo(tmp_path / "photo.jpg")
-    with Terminal(RUN, cwd=tmp_path, size=size) as term:
+    with Terminal(RUN, cwd=tmp_path, size=(100, 30)) as term:
+        term.wait_for("IDLE", timeout=30)
+        term.press("6")  # the Log tab shown once (it has a size), then hidden while the run speaks
+        term.wait_for(lambda text: "Log" in text and "image size" not in text)
+        term.press("1")
         finished_run(term)
+        term.press("6")
+        text = term.wait_for("recipe: --lr", timeout=30)
+        widest = max(len(line.rstrip()) for line in text.splitlines()[3:-2])  # the log's own rows
+        assert widest > 85, text
+
         term.press("4")  # the Predict tab: its field takes focus as the tab opens
         term.wait_for("image path")
         term.type(str(photo))
         term.press("enter")
         text = term.wait_for(lambda text: len(ANSWER.findall(beside_the_picture(text))) == 3, timeout=30)
-        assert "photo.jpg:" in beside_the_picture(text).replace(" ", "")  # its file, folded over rows maybe
+        assert_answer_beside_picture(text, photo)
+        term.resize_window(80, 24)  # the smallest screen the layout is made for: the answer stays in view
+        text = term.wait_for(lambda text: len(ANSWER.findall(beside_the_picture(text))) == 3, timeout=30)
+        assert_answer_beside_picture(text, photo)
     assert_clean(term)
 
 
-def test_the_gallery_caption_and_picture_are_on_the_report_tab(tmp_path):
+def test_after_a_finish_the_report_tab_shows_the_test_report_and_its_gallery_and_q_says_where_it_is(tmp_path):
     with Terminal(RUN, cwd=tmp_path) as term:  # 80x24: the smallest screen the layout is made for
         finished_run(term)
         term.press("5")  # the final report (test split) is on the Report tab by now
         text = term.wait_for(lambda text: "predicted " in text and re.search(r"#\d+ in test", text), timeout=30)
+        assert re.search(r"test split: \d+ images, loss \d\.\d{5}, accuracy \d\.\d{5}", text), text
         lines = text.splitlines()
         caption = next(i for i, line in enumerate(lines) if re.search(r"predicted \w+ \([01]\.\d{3}\)", line))
         assert re.search(r"true \w+", lines[caption + 1]), text
@@ -117,6 +136,10 @@ def test_the_gallery_caption_and_picture_are_on_the_report_tab(tmp_path):
         column = lines[caption].index("predicted ")
         picture_rows = [line for line in lines[caption + 3 :] if PICTURE in line[column:]]
         assert picture_rows, text  # the picture right under its caption, in the same column
+        term.press("q")
+        assert term.wait_exit() == 0
+        assert "run run finished: alexnet-tui evaluate --checkpoint run" in term.output()
+    assert (tmp_path / "run" / "evaluation-test.json").exists()
     assert_clean(term)
 
 
@@ -133,36 +156,3 @@ def test_a_path_typed_on_the_predict_tab_starts_no_run(tmp_path):
         time.sleep(0.5)  # a started run would show within a drain or two: nothing to wait for here
         assert "IDLE" in term.screen_text() and not (tmp_path / "run").exists()
     assert_clean(term)
-
-
-def test_after_a_finish_the_report_tab_shows_the_test_report(tmp_path):
-    with Terminal(RUN, cwd=tmp_path, size=(100, 30)) as term:
-        finished_run(term)
-        term.press("5")
-        text = term.wait_for(lambda text: "test split:" in text, timeout=30)
-        assert re.search(r"test split: \d+ images, loss \d\.\d{5}, accuracy \d\.\d{5}", text), text
-        assert "evaluation-test.json" in text
-    assert (tmp_path / "run" / "evaluation-test.json").exists()
-    assert_clean(term)
-
-
-def test_log_lines_written_while_the_log_tab_was_hidden_use_the_screen_width(tmp_path):
-    """Lines the run said while another tab was shown wrapped at ~72 columns on a 100-column screen."""
-    with Terminal(RUN, cwd=tmp_path, size=(100, 30)) as term:
-        term.wait_for("IDLE", timeout=30)
-        term.press("6")  # the Log tab shown once (it has a size), then hidden while the run speaks
-        term.wait_for(lambda text: "Log" in text and "image size" not in text)
-        term.press("1")
-        finished_run(term)
-        term.press("6")
-        text = term.wait_for("recipe: --lr", timeout=30)
-        widest = max(len(line.rstrip()) for line in text.splitlines()[3:-2])  # the log's own rows
-        assert widest > 85, text
-
-
-def test_q_tells_the_terminal_where_the_run_is(tmp_path):
-    with Terminal(RUN, cwd=tmp_path) as term:
-        finished_run(term)
-        term.press("q")
-        assert term.wait_exit() == 0
-        assert "run run finished: alexnet-tui evaluate --checkpoint run" in term.output()

@@ -1,5 +1,4 @@
-"""Data: folder scan, demo set, splits and the uint8 datasets the engine trains on."""
+"""Data: folder scan, demo set, splits and the uint8 datasets the engine trains on.
 
-from alexnet_tui.data.loading import DataBundle, load_data
-
-__all__ = ["DataBundle", "load_data"]
+Nothing is imported here: viewers read the demo set's names and draw its images without torch,
+which `loading` needs."""

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:
+    import torch
     from PIL.Image import Image as PILImage
 
 DEMO_CLASSES = ["checks", "spots", "stripes"]
@@ -64,6 +64,8 @@ def demo_image(index: int, size: int, seed: int) -> tuple[np.ndarray, int]:
 
 def demo_tensors(count: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole demo set as (N, 3, S, S) uint8 images and (N,) labels."""
+    import torch  # here: a viewer drawing one demo image never loads it
+
     images = torch.empty((count, 3, size, size), dtype=torch.uint8)
     labels = torch.empty(count, dtype=torch.long)
     for index in range(count):
@@ -97,16 +99,45 @@ def demo_settings(report: Mapping[str, Any], near: Path | None = None) -> dict[s
     return None
 
 
-def demo_picture(reference: str, split: str, settings: Mapping[str, Any] | None) -> PILImage | None:
-    """The generated image a report calls `reference` ("#33": the 34th image of the run's `split`
-    split), as the model saw it; None when it is not such a name or `settings` cannot place it."""
-    from PIL import Image
-
-    from alexnet_tui.config import DEMO_IMAGE_SIZE
+def demo_index(reference: str, split: str, settings: Mapping[str, Any] | None) -> int | None:
+    """The demo set's index of the image a report calls `reference` ("#33": the 34th image of the
+    run's `split` split); None when it is not such a name or `settings` cannot place it. The split
+    is drawn again with torch's generator: reports record the answer, so viewers need not."""
     from alexnet_tui.data.loading import split_indices
 
     found = _REFERENCE.fullmatch(str(reference).strip())
-    if found is None or settings is None or split not in ("train", "val", "test"):
+    placed = _placing(settings)
+    if found is None or placed is None or split not in ("train", "val", "test"):
+        return None
+    seed, count, _, val_split, test_split = placed
+    labels = [index % len(DEMO_CLASSES) for index in range(count)]  # as demo_image labels them
+    parts = dict(zip(("train", "val", "test"), split_indices(labels, val_split, test_split, seed), strict=True))
+    position = int(found.group(1))
+    return parts[split][position] if position < len(parts[split]) else None
+
+
+def demo_picture(reference: str, split: str, settings: Mapping[str, Any] | None, index: Any = None) -> PILImage | None:
+    """The generated image a report calls `reference` in `split`, as the model saw it: by the demo
+    set's `index` where the report recorded it (no torch needed), else placed by demo_index."""
+    from PIL import Image
+
+    placed = _placing(settings)
+    if placed is None:
+        return None
+    seed, count, size, _, _ = placed
+    if not (isinstance(index, int) and not isinstance(index, bool)):
+        index = demo_index(reference, split, settings)
+    if index is None or not 0 <= index < count:
+        return None
+    pixels, _ = demo_image(index, size, seed)
+    return Image.fromarray(pixels)
+
+
+def _placing(settings: Mapping[str, Any] | None) -> tuple[int, int, int, float, float] | None:
+    """Seed, set size, image size and split fractions from a run's settings; None if unusable."""
+    from alexnet_tui.config import DEMO_IMAGE_SIZE
+
+    if settings is None:
         return None
     try:
         seed, count = int(settings.get("seed", 42)), int(settings.get("demo_size", 600))
@@ -116,10 +147,4 @@ def demo_picture(reference: str, split: str, settings: Mapping[str, Any] | None)
         return None
     if count <= 0 or size <= 0:
         return None
-    labels = [index % len(DEMO_CLASSES) for index in range(count)]  # as demo_image labels them
-    parts = dict(zip(("train", "val", "test"), split_indices(labels, val_split, test_split, seed), strict=True))
-    position = int(found.group(1))
-    if position >= len(parts[split]):
-        return None
-    pixels, _ = demo_image(parts[split][position], size, seed)
-    return Image.fromarray(pixels)
+    return seed, count, size, val_split, test_split

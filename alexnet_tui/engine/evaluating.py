@@ -172,9 +172,11 @@ class Evaluations(Base):
         if checkpoint is not None:
             report["checkpoint"] = str(checkpoint)
         if self.config.data == "demo":  # the gallery draws a mistake again from these (no files)
-            from alexnet_tui.data.demo import DEMO_SETTINGS
+            from alexnet_tui.data.demo import DEMO_SETTINGS, demo_index
 
             report["demo"] = {key: getattr(self.config, key) for key in DEMO_SETTINGS}
+            for mistake in report["most_confident_mistakes"]:  # viewers draw it without torch's split
+                mistake["demo_index"] = demo_index(mistake["image"], split, report["demo"])
         path = self.run_dir.path / f"evaluation-{split}.json"
         path.write_text(json.dumps(report, indent=2))
         checkpoint_name = str(checkpoint) if checkpoint else None

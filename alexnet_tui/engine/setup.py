@@ -12,8 +12,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from alexnet_tui.data import load_data
 from alexnet_tui.data.images import UNREADABLE
+from alexnet_tui.data.loading import load_data
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.checkpoint import check_compatible, load_checkpoint
 from alexnet_tui.engine.control import StoppedBeforeStart

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -15,12 +16,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, ScrollableContainer, Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, ProgressBar, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Input, Label, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.download import default_dest
-from alexnet_tui.engine import Control, RunOutcome, RunState, StoppedBeforeStart, Trainer
+from alexnet_tui.engine import Control, RunState, StoppedBeforeStart
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.follow import CaughtUp, MetricsFollower
 from alexnet_tui.engine.remote import RemoteControl
@@ -34,15 +35,29 @@ from alexnet_tui.ui.run_display import Request, RunDisplay, guess_classes, narro
 from alexnet_tui.ui.screens import DownloadOffer, DownloadProgress, HelpScreen
 from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
+from alexnet_tui.ui.widgets.reflow_log import ReflowLog
 from alexnet_tui.ui.widgets.report import ReportPane
 from alexnet_tui.ui.widgets.settings import SettingsForm
 from alexnet_tui.ui.widgets.system import SystemPanel
 from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
 
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from textual.timer import Timer
+
+    from alexnet_tui.engine import RunOutcome, Trainer
+
 REFRESH_HZ = 10  # the screen follows the engine at most this often, however fast batches come
 LOG_LINES = 2000  # the Log tab keeps the newest lines; the whole run is in metrics.jsonl
 
-TrainerFactory = Callable[[TrainConfig, list[ev.Subscriber], Control], Trainer]
+TrainerFactory = Callable[[TrainConfig, list[ev.Subscriber], Control], "Trainer"]
+
+
+def real_trainer(config: TrainConfig, subscribers: list[ev.Subscriber], control: Control) -> Trainer:
+    """The engine, imported when a run starts here: a screen on another process's run never loads torch."""
+    from alexnet_tui.engine.trainer import Trainer
+
+    return Trainer(config, subscribers, control)
 
 
 class AlexNetApp(RunDisplay, Leaving, App[int]):
@@ -73,14 +88,15 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
     def __init__(
         self,
         config: TrainConfig,
-        trainer_factory: TrainerFactory = Trainer,
+        trainer_factory: TrainerFactory = real_trainer,
         capture_stderr: bool = False,
         attach: Path | None = None,
         read_only: bool = False,
     ) -> None:
         # Before Textual swaps sys.stderr for its capture object, which these helper processes must
         # not inherit ("bad value(s) in fds_to_keep"); loader workers then come from the fork server.
-        start_worker_processes()
+        if attach is None:  # a screen on another process's run trains nothing here
+            start_worker_processes()
         super().__init__()
         self.capture_stderr = capture_stderr  # a real terminal run, not a test or a screenshot
         self.attached = attach  # a run directory another process is running: follow and steer it
@@ -112,6 +128,8 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.early_signals: list[int] = []  # arrived before the screen was up; served on mount
         self.request: Request | None = None  # a key's request the run has not reached yet (STOPPING...)
+        self.refreshers: list[Timer] = []  # the intervals that redraw from the engine's events
+        self.summary_asked = False  # attached: the Model tab's summary was asked of a helper process
         self.new_run_setup = False  # after a finish, s showed the form: the next s starts a new run
         self.latest_batch: ev.BatchEnd | None = None  # where the epoch bar goes back to after a validation
         self.hidden_log: deque[str] = deque(maxlen=LOG_LINES)  # written while the Log tab was hidden
@@ -138,7 +156,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             with TabPane("Report", id="report"):
                 yield ReportPane()
             with TabPane("Log", id="log"):
-                yield RichLog(id="log-view", wrap=True, markup=False, max_lines=LOG_LINES)
+                yield ReflowLog(id="log-view", max_lines=LOG_LINES)
         with Horizontal(id="progress"):
             yield Label("epoch", classes="progress-label", id="bar-label")
             yield ProgressBar(total=1, id="epoch-progress", show_eta=False)
@@ -147,12 +165,22 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             yield Label("", id="eta")
         yield Footer()
 
+    def exit(self, result: int | None = None, return_code: int = 0, message: RenderableType | None = None) -> None:
+        """The screen's refreshers stop first: a tick while Textual takes the widgets down would find
+        none of them and fail the exit with a traceback."""
+        for timer in self.refreshers:
+            timer.stop()
+        super().exit(result, return_code, message)
+
     def on_mount(self) -> None:
         self.query_one("#live").display = False
-        self.set_interval(1 / REFRESH_HZ, self.drain_events)
-        self.set_interval(1.0, self.update_system)
+        self.refreshers = [
+            self.set_interval(1 / REFRESH_HZ, self.drain_events),
+            self.set_interval(1.0, self.update_system),
+        ]
         self.update_system()
-        self.compute_summary(guess_classes(self.config), self.config.image_size)
+        if self.attached is None:  # attached: the Model tab asks a helper process when first shown
+            self.compute_summary(guess_classes(self.config), self.config.image_size)
         if self.attached is not None:
             self.show_live()
             self.query_one(PredictPane).run_dir = self.attached
@@ -173,6 +201,26 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         freeze(model, self.config.freeze)  # frozen features show as non-trainable parameters
         text = summary_text(model)
         self.call_from_thread(self.show_summary, text)  # once per run, not per batch
+
+    @work(thread=True, exclusive=True, group="summary", exit_on_error=False)
+    def summary_of_attached_run(self, run_dir: Path) -> None:
+        """The network of a run trained elsewhere, from `alexnet-tui summary` in a process of its own:
+        the viewer itself never loads torch (a served page starts one viewer per browser tab)."""
+        import subprocess
+        import sys
+
+        checkpoint = next((run_dir / name for name in ("best.pt", "last.pt") if (run_dir / name).is_file()), None)
+        if checkpoint is not None:
+            options = ["--checkpoint", str(checkpoint)]
+        else:
+            config = self.config
+            options = ["--arch", config.arch, "--num-classes", str(guess_classes(config)), "--width", str(config.width)]
+            options += ["--image-size", str(config.image_size)] if config.image_size else []
+        done = subprocess.run(
+            [sys.executable, "-m", "alexnet_tui", "summary", *options], capture_output=True, text=True, timeout=120
+        )
+        text = done.stdout if done.returncode == 0 else f"no summary: {done.stderr.strip()}"
+        self.call_from_thread(self.show_summary, text)
 
     def show_summary(self, text: str) -> None:
         for widget in self.query(".summary").results(Static):

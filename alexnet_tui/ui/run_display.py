@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textual.widgets import Input, Label, ProgressBar, RichLog, Static, TabbedContent
+from textual.widgets import Input, Label, ProgressBar, Static, TabbedContent
 
 from alexnet_tui.config import recipe_text
 from alexnet_tui.engine import RunState
@@ -17,6 +17,7 @@ from alexnet_tui.headless import format_epoch
 from alexnet_tui.ui import terminal
 from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
+from alexnet_tui.ui.widgets.reflow_log import ReflowLog
 from alexnet_tui.ui.widgets.report import ReportPane
 from alexnet_tui.ui.widgets.system import SystemPanel
 from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
@@ -114,6 +115,9 @@ class RunDisplay(Base):
             self.update_system()
         if pane == "log" and self.hidden_log:
             self.call_after_refresh(self.flush_log)  # sized now: lines wrap at the screen's width
+        if pane == "model" and self.attached is not None and not self.summary_asked:
+            self.summary_asked = True
+            self.summary_of_attached_run(self.attached)
         if pane in FIELD_OF_TAB:
             self.query_one(FIELD_OF_TAB[pane], Input).focus()
         elif isinstance(self.focused, Input):
@@ -167,6 +171,8 @@ class RunDisplay(Base):
             self.show_eta(None)
             self.log_line(f"training failed: {event.message}")
             self.notify(event.message, title="Training failed", severity="error", timeout=10, markup=False)
+        elif isinstance(event, ev.MachineSample):
+            self.query_one(SystemPanel).show_sample(event)  # drawn by the panel's once-a-second update
         elif isinstance(event, ev.ControlAck):
             self.log_line(f"{event.command} requested by {event.sender}")
             self.notify(f"{event.command} requested by {event.sender}", title="Request taken", markup=False)
@@ -199,6 +205,7 @@ class RunDisplay(Base):
         for bar in self.query(ProgressBar).results(ProgressBar):
             bar.update(total=1, progress=0)
         self.latest_batch = None
+        self.query_one(SystemPanel).show_sample(None)
         self.show_eta(None)
         self.log_line(f"---- a new run (the last one is in {self.run_dir}) ----")
 
@@ -257,7 +264,8 @@ class RunDisplay(Base):
             terminal.redirect_stderr(Path(event.run_dir) / "stderr.log")
         self.log_line(f"run directory: {event.run_dir} (device {event.device}, data {self.dataset_text})")
         self.log_line(f"recipe: {recipe_text(event.config)}")
-        if len(data["class_names"]) != guess_classes(self.config) and not self.config.num_classes:
+        classes_known = self.config.num_classes or len(data["class_names"]) == guess_classes(self.config)
+        if self.attached is None and not classes_known:
             self.compute_summary(len(data["class_names"]), self.config.image_size)
 
     def notify(self, message: str, **options: Any) -> None:
@@ -271,20 +279,20 @@ class RunDisplay(Base):
             return
         self.query_one(TrainingCharts).redraw()
         device = self.device_text.split()[0] if self.run_dir is not None else self.config.device
-        self.query_one(SystemPanel).show(device, self.latest_rate, self.latest_wait)
+        self.query_one(SystemPanel).show(device, self.latest_rate, self.latest_wait, self.run_dir is not None)
 
     def log_line(self, text: str) -> None:
         """A line for the Log tab. While the tab is hidden it waits: a RichLog that is not shown wraps
         at a width of its own, not the screen's."""
         if self.query_one(TabbedContent).active == "log":
-            self.query_one("#log-view", RichLog).write(text)
+            self.query_one("#log-view", ReflowLog).add(text)
         else:
             self.hidden_log.append(text)
 
     def flush_log(self) -> None:
-        view = self.query_one("#log-view", RichLog)
+        view = self.query_one("#log-view", ReflowLog)
         while self.hidden_log:
-            view.write(self.hidden_log.popleft())
+            view.add(self.hidden_log.popleft())
 
     def update_status(self) -> None:
         """State, then the run folder (what attach and --resume need, so it comes before what can be cut),

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, RichLog
+from textual.widgets import Input, Label
 from textual.worker import Worker, WorkerState
 
 from alexnet_tui.ui.pictures import PictureView
+from alexnet_tui.ui.widgets.reflow_log import ReflowLog
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -36,7 +37,7 @@ class PredictPane(Vertical):
         with Horizontal(id="predict-body"):
             # min_width: a RichLog lays each line out at least this wide (78 by default), which beside
             # the picture cut the answer off instead of wrapping it.
-            yield RichLog(id="predict-results", wrap=True, markup=False, max_lines=200, min_width=20)
+            yield ReflowLog(id="predict-results", max_lines=200, min_width=20)
             yield PictureView(id="predict-picture")
 
     @on(Input.Submitted, "#predict-path")
@@ -78,4 +79,4 @@ class PredictPane(Vertical):
             self.show(f"cannot predict: {message.worker.error}")
 
     def show(self, line: str) -> None:
-        self.query_one("#predict-results", RichLog).write(line)
+        self.query_one("#predict-results", ReflowLog).add(line)

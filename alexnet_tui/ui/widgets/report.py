@@ -13,7 +13,6 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Label, Static
 
-from alexnet_tui.data.demo import demo_picture, demo_settings
 from alexnet_tui.ui.pictures import PictureView
 
 if TYPE_CHECKING:
@@ -88,7 +87,11 @@ class ReportPane(Vertical):
             confusion.add_row(name[:16], *(confusion_cell(count, total, col == index) for col, count in enumerate(row)))
         self.mistakes = report["most_confident_mistakes"]
         self.split = str(report.get("split", ""))
-        self.demo = demo_settings(report, path)
+        self.demo = None
+        if any(str(mistake["image"]).startswith("#") for mistake in self.mistakes):
+            from alexnet_tui.data.demo import demo_settings  # torch: only for the demo's generated images
+
+            self.demo = demo_settings(report, path)
         table = self.query_one("#mistakes", DataTable)
         table.clear(columns=True)
         table.add_columns("confidence", "predicted", "true", "image")
@@ -113,7 +116,9 @@ class ReportPane(Vertical):
         if picture is not None:
             where = str(image)
         else:
-            picture = demo_picture(mistake["image"], self.split, self.demo)
+            from alexnet_tui.data.demo import demo_picture
+
+            picture = demo_picture(mistake["image"], self.split, self.demo, mistake.get("demo_index"))
             made = "generated demo image" if picture is not None else "no such file"
             where = f"{mistake['image']} in {self.split or 'the split'}: {made}"
         self.query_one("#mistake-picture", PictureView).image = picture
