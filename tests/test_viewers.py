@@ -25,6 +25,7 @@ from alexnet_tui.config import TrainConfig
 from alexnet_tui.ui.app import AlexNetApp
 
 run = Path(sys.argv[1])
+TABS = {"3": "charts", "4": "predict", "5": "report", "6": "log", "1": "train"}
 assert main(["runs", str(run.parent)]) == 0
 assert "torch" not in sys.modules, "runs loaded torch"
 
@@ -36,8 +37,9 @@ async def look() -> None:
             if app.query_one("#epochs").row_count:
                 break
         for key in ("3", "4", "5", "6", "1"):  # charts, predict, report, log, train
-            await pilot.press(key)
+            await pilot.press(key, "escape")  # Charts and Predict give their field the keys
             await pilot.pause()
+            assert app.query_one("TabbedContent").active.startswith(TABS[key]), key
         await pilot.press("q")
 
 asyncio.run(look())
