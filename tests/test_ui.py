@@ -401,3 +401,14 @@ async def test_the_charts_draw_an_earlier_run_in_the_same_plots(finished_run):
         field.focus()
         await pilot.press("enter")
         await wait_for(pilot, lambda: any("no metrics.jsonl" in n.message for n in app._notifications))
+
+
+@pytest.mark.asyncio
+async def test_a_new_best_checkpoint_toast_replaces_the_last_one():
+    """Demo epochs take seconds: each epoch's toast stacked over the tables until the run ended."""
+    app = scripted_app()
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.state == "finished")
+        best = [toast.message for toast in app._notifications if toast.title == "New best checkpoint"]
+        assert len(best) == 1 and "0.60000" in best[0]  # epoch 2's, the newer of the two bests

@@ -154,6 +154,8 @@ class RunDisplay(Base):
         elif isinstance(event, ev.RunStarted):
             self.run_started(event)
         elif isinstance(event, ev.BestCheckpoint):
+            # The newest supersedes the last (short epochs stacked them): queued, as toasts are.
+            self.call_later(self.drop_toasts, "New best checkpoint")
             self.notify(f"{event.message}\n{event.path}", title="New best checkpoint", timeout=6, markup=False)
             self.log_line(f"[INFO] {event.message} -> {event.path}")
         elif isinstance(event, ev.EpochEnd):
@@ -271,6 +273,13 @@ class RunDisplay(Base):
     def notify(self, message: str, **options: Any) -> None:
         if not self.catching_up:
             super().notify(message, **options)
+
+    def drop_toasts(self, title: str) -> None:
+        """Take down the toasts titled `title` (Textual has no public way to remove one). Called through
+        the message queue, after the toasts notified before it are up."""
+        for toast in [toast for toast in self._notifications if toast.title == title]:
+            self._unnotify(toast, refresh=False)
+        self._refresh_notifications()
 
     def update_system(self) -> None:
         """Once a second while the Charts tab (where the panel is) is shown; also draws what the last

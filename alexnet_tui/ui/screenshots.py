@@ -45,6 +45,7 @@ async def take(folder: Path) -> None:
             await pilot.press("4", *str(picture), "enter")
             results = app.query_one("#predict-results")
             await wait_for(pilot, lambda: len(results.lines) > 0)
+            app.clear_notifications()  # the tab as it is once the run's toasts have gone
             await pilot.pause(1.0)
             app.save_screenshot("predict.svg", str(folder))
             await pilot.press("escape", "q")
@@ -88,10 +89,13 @@ async def take_attached(folder: Path) -> None:
                 await pilot.press("p")
                 await wait_for(pilot, lambda: app.state == RunState.PAUSED)
                 await pilot.pause(0.5)
+                app.clear_notifications()  # the screen, not the toasts of the run's first epoch
+                await pilot.pause(0.3)
                 app.save_screenshot("attached.svg", str(folder))
                 await pilot.press("e")
                 await wait_for(pilot, lambda: app.query_one("#confusion").row_count == 3)
                 await pilot.press("5")
+                app.clear_notifications()
                 await pilot.pause(1.0)
                 app.save_screenshot("report.svg", str(folder))
                 await pilot.press("q")
