@@ -150,3 +150,21 @@ def test_the_summary_beside_the_form_keeps_its_param_column():
     narrow = narrow_summary(text)
     assert max(len(line) for line in narrow.splitlines()) <= 57  # 100 columns less the form and the border
     assert "37,752,832" in narrow and "Total params: 58,289,538" in narrow
+
+
+@pytest.mark.asyncio
+async def test_with_no_mouse_the_keys_reach_what_is_below_the_charts_and_the_summary(tmp_path):
+    """At 80x24 the machine panel is below the charts and the summary longer than the screen: the
+    arrow and page keys scroll them (nothing had focus, so nothing scrolled)."""
+    from textual.containers import ScrollableContainer
+
+    app = AlexNetApp(tiny_config(tmp_path), trainer_factory=ScriptedTrainer)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3", "escape", "end")  # esc leaves the compare field for the charts
+        charts = app.query_one("#charts-scroll", ScrollableContainer)
+        await wait_for(pilot, lambda: charts.max_scroll_y > 0 and charts.scroll_y == charts.max_scroll_y)
+        assert app.focused is charts and footer_keys(app).get("Start") is True  # s still starts a run
+        await pilot.press("2", "pagedown")
+        model = app.query_one("#model-scroll", ScrollableContainer)
+        await wait_for(pilot, lambda: model.scroll_y > 0)
+        await pilot.press("q")

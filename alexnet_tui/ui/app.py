@@ -146,9 +146,9 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
                 with Vertical(id="live"):
                     yield BatchTable()
                     yield EpochTable()
-            with TabPane("Model", id="model"), ScrollableContainer():
+            with TabPane("Model", id="model"), ScrollableContainer(id="model-scroll"):
                 yield Static("computing the model summary...", classes="summary")
-            with TabPane("Charts", id="charts-tab"), ScrollableContainer():
+            with TabPane("Charts", id="charts-tab"), ScrollableContainer(id="charts-scroll"):
                 yield TrainingCharts()
                 yield SystemPanel(id="system")
             with TabPane("Predict", id="predict"):
@@ -394,7 +394,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         self.action_start()
 
     def action_leave_field(self) -> None:
-        self.set_focus(None)
+        self.focus_scroller(self.query_one(TabbedContent).active)
 
     def action_leave(self) -> None:
         """q on an attached screen: the screen closes, the run goes on."""

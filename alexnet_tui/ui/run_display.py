@@ -32,6 +32,10 @@ else:
 
 CHARTS_REDRAW_S = 0.5  # the charts follow the run less often than the tables, and only while shown
 FIELD_OF_TAB = {"predict": "#predict-path", "charts-tab": "#compare-run"}  # focused when their tab opens
+# What the arrow and page keys move on a tab with no field (and on Charts once esc leaves its field):
+# with no mouse over SSH, the Model summary and the machine panel below the charts are out of reach
+# at 80x24 otherwise. None of these takes a letter key.
+SCROLLER_OF_TAB = {"model": "#model-scroll", "charts-tab": "#charts-scroll", "report": "#mistakes", "log": "#log-view"}
 
 
 def narrow_summary(text: str) -> str:
@@ -120,8 +124,12 @@ class RunDisplay(Base):
             self.summary_of_attached_run(self.attached)
         if pane in FIELD_OF_TAB:
             self.query_one(FIELD_OF_TAB[pane], Input).focus()
-        elif isinstance(self.focused, Input):
-            self.set_focus(None)
+        else:
+            self.focus_scroller(pane)
+
+    def focus_scroller(self, pane: str) -> None:
+        """The tab's scrolling part takes the keys (none: nothing has focus, the run's keys act)."""
+        self.set_focus(self.query_one(SCROLLER_OF_TAB[pane]) if pane in SCROLLER_OF_TAB else None)
 
     def add_batch_rows(self, rows: list[ev.BatchEnd]) -> None:
         if not rows:
