@@ -8,7 +8,7 @@ from textual.widgets import Input, Static
 
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.ui.app import AlexNetApp
-from alexnet_tui.ui.run_display import narrow_summary
+from alexnet_tui.ui.model_summary import narrow_summary
 from alexnet_tui.ui.screens import DownloadOffer, HelpScreen
 from tests.conftest import tiny_config
 from tests.fake_trainer import ScriptedTrainer

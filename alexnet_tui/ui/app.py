@@ -31,7 +31,8 @@ from alexnet_tui.headless import LineReporter
 from alexnet_tui.metrics import NoticeBacklog, RunFiles
 from alexnet_tui.processes import start_worker_processes
 from alexnet_tui.ui.leaving import Leaving
-from alexnet_tui.ui.run_display import Request, RunDisplay, guess_classes, narrow_summary
+from alexnet_tui.ui.model_summary import ModelSummary, guess_classes
+from alexnet_tui.ui.run_display import Request, RunDisplay
 from alexnet_tui.ui.screens import DownloadOffer, DownloadProgress, HelpScreen
 from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
@@ -129,7 +130,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         self.early_signals: list[int] = []  # arrived before the screen was up; served on mount
         self.request: Request | None = None  # a key's request the run has not reached yet (STOPPING...)
         self.refreshers: list[Timer] = []  # the intervals that redraw from the engine's events
-        self.summary_asked = False  # attached: the Model tab's summary was asked of a helper process
+        self.summary = ModelSummary(self)  # the Model tab's table
         self.new_run_setup = False  # after a finish, s showed the form: the next s starts a new run
         self.latest_batch: ev.BatchEnd | None = None  # where the epoch bar goes back to after a validation
         self.hidden_log: deque[str] = deque(maxlen=LOG_LINES)  # written while the Log tab was hidden
@@ -180,7 +181,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         ]
         self.update_system()
         if self.attached is None:  # attached: the Model tab asks a helper process when first shown
-            self.compute_summary(guess_classes(self.config), self.config.image_size)
+            self.summary.build(self.config, guess_classes(self.config), self.config.image_size)
         if self.attached is not None:
             self.show_live()
             self.query_one(PredictPane).run_dir = self.attached
@@ -190,41 +191,6 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         for number in self.early_signals:
             self.on_signal(number)
         self.update_status()
-
-    # ---- model summary ------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="summary", exit_on_error=False)
-    def compute_summary(self, num_classes: int, image_size: int) -> None:
-        from alexnet_tui.engine.recipe import freeze
-        from alexnet_tui.model import build_model, summary_text
-
-        model = build_model(self.config.arch, num_classes, image_size, self.config.width)
-        freeze(model, self.config.freeze)  # frozen features show as non-trainable parameters
-        text = summary_text(model)
-        self.call_from_thread(self.show_summary, text)  # once per run, not per batch
-
-    @work(thread=True, exclusive=True, group="summary", exit_on_error=False)
-    def summary_of_attached_run(self, run_dir: Path) -> None:
-        """The network of a run trained elsewhere, from `alexnet-tui summary` in a process of its own:
-        the viewer itself never loads torch (a served page starts one viewer per browser tab)."""
-        import subprocess
-        import sys
-
-        checkpoint = next((run_dir / name for name in ("best.pt", "last.pt") if (run_dir / name).is_file()), None)
-        if checkpoint is not None:
-            options = ["--checkpoint", str(checkpoint)]
-        else:
-            config = self.config
-            options = ["--arch", config.arch, "--num-classes", str(guess_classes(config)), "--width", str(config.width)]
-            options += ["--image-size", str(config.image_size)] if config.image_size else []
-        done = subprocess.run(
-            [sys.executable, "-m", "alexnet_tui", "summary", *options], capture_output=True, text=True, timeout=120
-        )
-        text = done.stdout if done.returncode == 0 else f"no summary: {done.stderr.strip()}"
-        self.call_from_thread(self.show_summary, text)
-
-    def show_summary(self, text: str) -> None:
-        for widget in self.query(".summary").results(Static):
-            widget.update(narrow_summary(text) if widget.id == "side-summary" else text.rstrip())
 
     # ---- the engine ---------------------------------------------------------------------------
     def engine_event(self, event: ev.Event) -> None:

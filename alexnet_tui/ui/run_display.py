@@ -15,6 +15,7 @@ from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.follow import CaughtUp, FollowReset
 from alexnet_tui.headless import format_epoch
 from alexnet_tui.ui import terminal
+from alexnet_tui.ui.model_summary import guess_classes
 from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
 from alexnet_tui.ui.widgets.reflow_log import ReflowLog
@@ -36,17 +37,6 @@ FIELD_OF_TAB = {"predict": "#predict-path", "charts-tab": "#compare-run"}  # foc
 # with no mouse over SSH, the Model summary and the machine panel below the charts are out of reach
 # at 80x24 otherwise. None of these takes a letter key.
 SCROLLER_OF_TAB = {"model": "#model-scroll", "charts-tab": "#charts-scroll", "report": "#mistakes", "log": "#log-view"}
-
-
-def narrow_summary(text: str) -> str:
-    """torchsummary's table without the indent all its rows share, so that beside the settings form at
-    100 columns the Param # column is not cut (the Model tab shows the table as printed)."""
-    lines = text.rstrip().splitlines()
-    rows = [line for line in lines if line.startswith(" ") and line.strip()]  # the layer table
-    indent = min((len(line) - len(line.lstrip(" ")) for line in rows), default=0)
-    narrowed = [line[indent:] if line.startswith(" " * indent) else line for line in lines]
-    width = max((len(line) for line in narrowed if line.strip(" =-")), default=0)
-    return "\n".join(line[:width] if not line.strip(" =-") else line for line in narrowed)
 
 
 class Request(enum.Enum):
@@ -73,13 +63,6 @@ def show_text(widget: Static, text: str) -> None:
     the trainer thread would pay for in GIL time at every batch), and nothing when it is unchanged."""
     if widget.content != text:
         widget.update(text, layout=False)
-
-
-def guess_classes(config: Any) -> int:
-    """The class count for the summary shown before the data is read."""
-    if config.num_classes:
-        return config.num_classes
-    return 3 if config.data == "demo" else 2
 
 
 class RunDisplay(Base):
@@ -119,9 +102,8 @@ class RunDisplay(Base):
             self.update_system()
         if pane == "log" and self.hidden_log:
             self.call_after_refresh(self.flush_log)  # sized now: lines wrap at the screen's width
-        if pane == "model" and self.attached is not None and not self.summary_asked:
-            self.summary_asked = True
-            self.summary_of_attached_run(self.attached)
+        if pane == "model" and self.attached is not None:
+            self.summary.ask_of_run(self.attached, self.config)
         if pane in FIELD_OF_TAB:
             self.query_one(FIELD_OF_TAB[pane], Input).focus()
         else:
@@ -276,7 +258,7 @@ class RunDisplay(Base):
         self.log_line(f"recipe: {recipe_text(event.config)}")
         classes_known = self.config.num_classes or len(data["class_names"]) == guess_classes(self.config)
         if self.attached is None and not classes_known:
-            self.compute_summary(len(data["class_names"]), self.config.image_size)
+            self.summary.build(self.config, len(data["class_names"]), self.config.image_size)
 
     def notify(self, message: str, **options: Any) -> None:
         if not self.catching_up:
