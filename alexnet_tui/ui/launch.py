@@ -56,5 +56,7 @@ def run_app(config: TrainConfig, **options: Any) -> int:
         return 1
     said = app.farewell()
     if said:
-        print(said, file=sys.stderr)
+        # A key typed before the screen took the terminal was echoed on this line: start it afresh.
+        start = "\r\x1b[K" if sys.stderr.isatty() else ""
+        print(start + said, file=sys.stderr)
     return result
