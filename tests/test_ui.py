@@ -378,6 +378,15 @@ async def test_the_report_tab_shows_the_confusion_and_the_mistakes_with_their_pi
         await pilot.press("q")
 
 
+def test_a_long_image_name_keeps_its_end_in_the_mistakes_table():
+    """Photos in one folder share a prefix (quoctrung163__train_cat.185.jpg): the start is cut."""
+    from alexnet_tui.ui.widgets.report import IMAGE_NAME_CELLS, name_tail
+
+    assert name_tail("12.jpg") == "12.jpg"
+    cut = name_tail("quoctrung163__train_cat.185.jpg")
+    assert cut.startswith("…") and cut.endswith("cat.185.jpg") and len(cut) == IMAGE_NAME_CELLS
+
+
 @pytest.mark.asyncio
 async def test_the_charts_draw_an_earlier_run_in_the_same_plots(finished_run):
     from alexnet_tui.metrics import read_metrics

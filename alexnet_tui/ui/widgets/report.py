@@ -37,6 +37,15 @@ def confusion_cell(count: int, row_total: int, diagonal: bool) -> Text:
     return Text(str(count), style=style, justify="right")
 
 
+IMAGE_NAME_CELLS = 14  # what the image column has beside the picture at 80 columns
+
+
+def name_tail(name: str) -> str:
+    """A file name cut at its start, where names in one folder share a prefix (cat.0.jpg, cat.1.jpg)
+    and the number that tells them apart is at the end."""
+    return name if len(name) <= IMAGE_NAME_CELLS else "…" + name[-(IMAGE_NAME_CELLS - 1) :]
+
+
 class ReportPane(Vertical):
     DEFAULT_CSS = """
     ReportPane { padding: 0 1; }
@@ -89,16 +98,17 @@ class ReportPane(Vertical):
         self.split = str(report.get("split", ""))
         self.demo = None
         if any(str(mistake["image"]).startswith("#") for mistake in self.mistakes):
-            from alexnet_tui.data.demo import demo_settings  # torch: only for the demo's generated images
+            from alexnet_tui.data.demo import demo_settings  # only for the demo's generated images
 
             self.demo = demo_settings(report, path)
         table = self.query_one("#mistakes", DataTable)
         table.clear(columns=True)
-        table.add_columns("confidence", "predicted", "true", "image")
+        table.add_columns("conf", "predicted", "true", "image")
         for mistake in self.mistakes:
             table.add_row(
-                f"{mistake['confidence']:.3f}", mistake["predicted"], mistake["true"], Path(mistake["image"]).name
-            )
+                f"{mistake['confidence']:.3f}", mistake["predicted"][:12], mistake["true"][:12],
+                name_tail(Path(mistake["image"]).name),
+            )  # fmt: skip
         if self.mistakes:
             self.show_mistake(0)
         else:  # an earlier report's mistake must not stay beside this one
@@ -114,7 +124,7 @@ class ReportPane(Vertical):
         image = Path(mistake["image"])
         picture: Path | PILImage | None = image if image.is_file() else None
         if picture is not None:
-            where = str(image)
+            where = f"{image.name} in {image.parent}"  # the name first: a long folder is cut, not it
         else:
             from alexnet_tui.data.demo import demo_picture
 
