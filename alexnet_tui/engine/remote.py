@@ -7,7 +7,6 @@ socket: they work for any user who may write the run directory, on any host that
 
 from __future__ import annotations
 
-import fcntl
 import getpass
 import json
 import os
@@ -16,24 +15,14 @@ import time
 import uuid
 from pathlib import Path
 
-from alexnet_tui.engine.run_dir import COMMANDS, CONTROL_DIR, LOCK_FILE, lock_owner
+from alexnet_tui.engine.run_dir import COMMANDS, CONTROL_DIR, lock_is_held, lock_owner
 from alexnet_tui.errors import UsageError
 
 
 def run_is_live(run_dir: Path) -> bool:
     """A process holds the run directory's lock (the run's writer is alive, here or on a host that
     shares the folder and its locks)."""
-    try:
-        descriptor = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True  # held
-    finally:
-        os.close(descriptor)  # also drops the probe's own shared lock
-    return False
+    return lock_is_held(run_dir)
 
 
 def newest_live_run(folder: Path) -> Path | None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
+import pwd
+import re
 import shutil
 import socket
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +24,8 @@ LOCK_FILE = ".lock"
 CONTROL_DIR = "control"  # request files from `alexnet-tui attach`, read by the run at batch boundaries
 COMMANDS = ("pause", "resume", "evaluate", "stop")
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")  # any of these means the folder holds a run
+OUR_REQUEST = re.compile(r"\d{20}-[0-9a-f]{8}\.json|\.\d{20}-[0-9a-f]{8}\.tmp")  # RemoteControl.send's names
+MAX_REQUEST_BYTES = 4096  # a request is one small JSON object; anything larger is not one
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,22 @@ def lock_owner(path: Path) -> dict:
         return {}
 
 
+def lock_is_held(path: Path) -> bool:
+    """A process holds the folder's lock (its writer is alive, here or on a host that shares the
+    folder and its locks). Probed with a shared lock, through no link."""
+    try:
+        descriptor = os.open(path / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True  # held
+    finally:
+        os.close(descriptor)  # also drops the probe's own shared lock
+    return False
+
+
 class RunDirectory:
     """The folder a run writes to. Holding it means an exclusive lock on RUN_DIR/.lock, so a second
     run on the same --out is refused instead of interleaving checkpoints with the first."""
@@ -42,6 +65,7 @@ class RunDirectory:
     def __init__(self, path: Path, lock_fd: int) -> None:
         self.path = path
         self._lock_fd: int | None = lock_fd
+        self._control_refused = False  # said once that control/ is not a directory of ours
 
     @classmethod
     def claim(cls, config: TrainConfig, resumed_from: str | None) -> RunDirectory:
@@ -61,10 +85,14 @@ class RunDirectory:
 
     @classmethod
     def _lock(cls, path: Path, fresh: bool) -> RunDirectory:
+        if fresh:
+            check_new_or_empty(path)  # before anything in it is made or changed
         try:
             path.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            lock_fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise UsageError(f"{path / LOCK_FILE} is a link, not a run's lock; remove it and try again") from None
             raise UsageError(f"--out {path}: cannot write there ({error.strerror}); choose another --out") from None
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -78,10 +106,6 @@ class RunDirectory:
             ) from None
         directory = cls(path, lock_fd)
         try:
-            if fresh and any((path / name).exists() for name in RUN_FILES):
-                raise UsageError(
-                    f"--out {path} already holds a run; continue it with --resume {path} or choose another --out"
-                )
             directory._take_over()
         except BaseException:
             directory.release()
@@ -96,40 +120,61 @@ class RunDirectory:
             os.pwrite(self._lock_fd, owner, 0)
             os.ftruncate(self._lock_fd, len(owner))
             # A run killed mid-save (kill -9) leaves its temp file; requests meant for a run that is
-            # gone are stale.
-            for leftover in [*self.path.glob(".*.pt.tmp*"), self.path / STOP_FILE, *self.path.glob(f"{CONTROL_DIR}/*")]:
+            # gone are stale. Only files of those names go (a link among them is removed, never followed).
+            control = self.path / CONTROL_DIR
+            if control.is_symlink() or (control.exists() and not control.is_dir()):
+                raise UsageError(f"{control} is not a directory of this run (a link?); remove it and try again")
+            for leftover in [*self.path.glob(".*.pt.tmp*"), self.path / STOP_FILE]:
                 leftover.unlink(missing_ok=True)
-            (self.path / CONTROL_DIR).mkdir(exist_ok=True)
+            for leftover in control.glob("*"):
+                if OUR_REQUEST.fullmatch(leftover.name):
+                    leftover.unlink(missing_ok=True)
+            control.mkdir(exist_ok=True)
         except OSError as error:
             raise UsageError(
                 f"--out {self.path}: cannot write there ({error.strerror}); choose another --out"
             ) from None
 
-    def take_requests(self) -> list[Request]:
+    def take_requests(self) -> tuple[list[Request], list[str]]:
         """Requests left since the last look, oldest first, each taken once: files under
-        RUN_DIR/control/ (from `attach`, on any host that shares the folder) and RUN_DIR/STOP."""
-        requests = []
+        RUN_DIR/control/ (from `attach`, on any host that shares the folder) and RUN_DIR/STOP. Also
+        what to say of anything else found there: a link, a directory, a FIFO, a file that is not a
+        small JSON object is set aside (renamed .refused-NAME, never read again nor deleted), so
+        nothing in control/ can block, crash or fail the run."""
+        requests, said = [], []
         stop = self.path / STOP_FILE
         if stop.exists():
             stop.unlink(missing_ok=True)
             requests.append(Request("stop", "a STOP file in the run directory"))
         try:
-            names = sorted(os.listdir(self.path / CONTROL_DIR))
-        except OSError:
-            return requests
-        for name in names:
-            if not name.endswith(".json"):
-                continue  # a request still being written (temp name)
-            path = self.path / CONTROL_DIR / name
-            try:
-                record = json.loads(path.read_text())
-                path.unlink()
-            except (OSError, ValueError):
-                path.unlink(missing_ok=True)
-                continue
-            if record.get("command") in COMMANDS:
-                requests.append(Request(record["command"], str(record.get("sender", "attach"))))
-        return requests
+            folder = os.open(self.path / CONTROL_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return requests, said
+        except OSError as error:  # a link or a file where the folder should be: never followed
+            if not self._control_refused:
+                self._control_refused = True
+                said.append(
+                    f"{self.path / CONTROL_DIR} is not a directory of this run ({error.strerror}); requests are not "
+                    "read until it is one (remove it: the next run makes it)"
+                )
+            return requests, said
+        try:
+            for name in sorted(os.listdir(folder)):
+                if name.startswith(".") or not name.endswith(".json"):
+                    continue  # a request still being written (temp name), or one set aside
+                record, owner = read_request(folder, name)
+                if isinstance(record, str) or record.get("command") not in COMMANDS:
+                    why = record if isinstance(record, str) else "names no command (pause, resume, evaluate, stop)"
+                    said.append(f"request {CONTROL_DIR}/{name} {why}: set aside as {CONTROL_DIR}/.refused-{name}")
+                    with contextlib.suppress(OSError):
+                        os.rename(name, f".refused-{name}", src_dir_fd=folder, dst_dir_fd=folder)
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=folder)
+                requests.append(Request(record["command"], sender_text(str(record.get("sender", "attach")), owner)))
+        finally:
+            os.close(folder)
+        return requests, said
 
     def write_config(self, config: TrainConfig) -> None:
         (self.path / "config.toml").write_text(to_toml(config))
@@ -138,6 +183,77 @@ class RunDirectory:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = None
+
+
+def check_new_or_empty(path: Path) -> None:
+    """A new run starts only in a new or empty folder: one that holds anything (a run, a user's files)
+    is refused before it is touched."""
+    try:
+        names = sorted(os.listdir(path))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise UsageError(
+            f"--out {path}: cannot write there (it, or a folder above it, is a file); choose another --out"
+        ) from None
+    except OSError as error:
+        raise UsageError(f"--out {path}: cannot read it ({error.strerror}); choose another --out") from None
+    if LOCK_FILE in names and lock_is_held(path):
+        owner = lock_owner(path)
+        who = f" (pid {owner.get('pid')} on {owner.get('host')})" if owner else ""
+        raise UsageError(
+            f"--out {path}: another run{who} is writing there; attach to it (alexnet-tui attach {path}) "
+            "or choose another --out"
+        )
+    if any(name in RUN_FILES for name in names):
+        raise UsageError(f"--out {path} already holds a run; continue it with --resume {path} or choose another --out")
+    if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise UsageError(
+            f"--out {path} already holds files ({shown}); a new run starts in a new or empty folder: "
+            "choose another --out"
+        )
+
+
+def read_request(folder: int, name: str) -> tuple[dict | str, str]:
+    """A request file in the folder open as `folder`: its JSON object and its owner's name, or why it
+    is not a request. Opened without following a link and without blocking (a FIFO would hang the
+    run), checked to be a small regular file before a byte is read."""
+    try:
+        descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+    except OSError as error:
+        return ("is a link" if error.errno == errno.ELOOP else f"cannot be read ({error.strerror})"), ""
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            return "is not a regular file", ""
+        if info.st_size > MAX_REQUEST_BYTES:
+            return f"is larger than a request ({info.st_size} bytes)", ""
+        data = os.read(descriptor, MAX_REQUEST_BYTES + 1)
+    except OSError as error:
+        return f"cannot be read ({error.strerror})", ""
+    finally:
+        os.close(descriptor)
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "is not JSON", ""
+    if not isinstance(record, dict):
+        return "does not hold a JSON object", ""
+    return record, user_name(info.st_uid)
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def sender_text(claimed: str, owner: str) -> str:
+    """Who asked: the request's own word, and the file's owner where that word names someone else
+    (any user who may write the folder can claim to be anyone; the owner cannot be forged)."""
+    return claimed if not owner or claimed.startswith(f"{owner}@") else f"{claimed} (file owned by {owner})"
 
 
 def unique_default_path() -> Path:

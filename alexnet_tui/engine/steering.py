@@ -61,7 +61,10 @@ class Steering(Base):
         if self.run_dir is None or time.monotonic() - self._last_poll < every_s:
             return
         self._last_poll = time.monotonic()
-        for request in self.run_dir.take_requests():
+        requests, said = self.run_dir.take_requests()
+        for line in said:
+            self.emit(ev.Notice(line, "warning"))
+        for request in requests:
             self.control.apply(request.command, request.sender)
             self.emit(ev.ControlAck(request.command, request.sender))
 

@@ -1,0 +1,122 @@
+"""A run folder others can touch: a folder holding a user's files is never taken, and nothing
+planted in control/ (a link, a directory, a FIFO, a file that is not a small JSON object) blocks,
+crashes or fails a run, nor makes it follow a link or delete another's file."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from alexnet_tui.cli import main
+from alexnet_tui.engine import events as ev
+from alexnet_tui.engine.run_dir import RunDirectory
+from alexnet_tui.engine.trainer import Trainer
+from alexnet_tui.engine.training_state import RunOutcome
+from tests.conftest import TINY_ARGS, tiny_config
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def one_line_error(capsys) -> str:
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    return error
+
+
+def test_a_folder_that_holds_a_users_files_is_refused_and_left_as_it_was(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    project = tmp_path / "proj"
+    (project / "control").mkdir(parents=True)
+    (project / "control" / "motor.yaml").write_text("x\n")
+    (project / "STOP").write_text("keep\n")
+    (project / "config.toml").write_text("[server]\nport=1\n")
+    before = snapshot(project)
+    assert main(["--no-ui", *TINY_ARGS, "--epochs", "1", "--out", "proj"]) == 2
+    error = one_line_error(capsys)
+    assert "proj already holds files (STOP, config.toml, control)" in error and "new or empty folder" in error
+    assert snapshot(project) == before and not (project / ".lock").exists()  # not even a lock is left
+
+
+def test_an_empty_folder_is_a_new_runs_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert main(["--no-ui", *TINY_ARGS, "--epochs", "1", "--out", "empty"]) == 0
+    assert (tmp_path / "empty" / "best.pt").is_file()
+
+
+def test_a_planted_lock_link_is_refused_and_its_target_kept(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--no-ui", *TINY_ARGS, "--epochs", "1", "--out", "run"]) == 0
+    capsys.readouterr()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's notes\n")
+    (tmp_path / "run" / ".lock").unlink()
+    (tmp_path / "run" / ".lock").symlink_to(victim)
+    assert main(["--no-ui", "--resume", "run", "--epochs", "2"]) == 2
+    assert "run/.lock is a link" in one_line_error(capsys)
+    assert victim.read_text() == "someone's notes\n"
+    (tmp_path / "run" / ".lock").unlink()
+    (tmp_path / "run" / "control").rmdir()
+    (tmp_path / "run" / "control").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "00000000000000000001-0000beef.json").write_text('{"command": "stop"}')
+    assert main(["--no-ui", "--resume", "run", "--epochs", "2"]) == 2
+    assert "run/control is not a directory of this run" in one_line_error(capsys)
+    assert (tmp_path / "elsewhere" / "00000000000000000001-0000beef.json").exists()  # nothing deleted there
+
+
+def test_request_files_of_every_kind_are_set_aside_and_the_run_goes_on(tmp_path):
+    victim = tmp_path / "victim.json"
+    victim.write_text('{"command": "stop"}')  # a link to it must not stop the run, nor lose it
+    seen: list[ev.Event] = []
+
+    def plant(event: ev.Event) -> None:
+        seen.append(event)
+        if not isinstance(event, ev.RunStarted):
+            return
+        control = tmp_path / "run" / "control"
+        (control / "0001-list.json").write_text("[1, 2]")
+        (control / "0002-dir.json").mkdir()
+        os.mkfifo(control / "0003-fifo.json")  # read without O_NONBLOCK, it blocked the run for ever
+        (control / "0004-link.json").symlink_to(victim)
+        (control / "0005-bytes.json").write_bytes(b"\xff\xfe{")
+        (control / "0006-big.json").write_text(json.dumps({"command": "evaluate", "pad": "x" * 5000}))
+        (control / "0007-what.json").write_text('{"command": "dance"}')
+        (control / "0008-good.json").write_text('{"command": "evaluate", "sender": "mallory@box (pid 1)"}')
+
+    trainer = Trainer(tiny_config(tmp_path, epochs=2), [plant])
+    try:
+        assert trainer.fit() is RunOutcome.FINISHED
+    finally:
+        trainer.close()
+    said = [event.message for event in seen if isinstance(event, ev.Notice) and "set aside" in event.message]
+    for name, why in [
+        ("0001-list.json", "does not hold a JSON object"),
+        ("0002-dir.json", "is not a regular file"),
+        ("0003-fifo.json", "is not a regular file"),
+        ("0004-link.json", "is a link"),
+        ("0005-bytes.json", "is not JSON"),
+        ("0006-big.json", "is larger than a request"),
+        ("0007-what.json", "names no command"),
+    ]:
+        assert any(f"control/{name} {why}" in line for line in said), (name, said)
+        assert os.path.lexists(tmp_path / "run" / "control" / f".refused-{name}")  # set aside, not deleted
+    assert victim.read_text() == '{"command": "stop"}'
+    acks = [event for event in seen if isinstance(event, ev.ControlAck)]
+    assert [ack.command for ack in acks] == ["evaluate"]  # the one good request was served
+    owner = __import__("pwd").getpwuid(os.getuid()).pw_name
+    assert acks[0].sender == f"mallory@box (pid 1) (file owned by {owner})"  # a claim is not a name
+
+
+def test_a_resumed_run_clears_only_its_own_stale_requests(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, epochs=1))
+    assert trainer.fit() is RunOutcome.FINISHED
+    trainer.close()
+    control = tmp_path / "run" / "control"
+    (control / "00000000000000000001-0000beef.json").write_text('{"command": "stop"}')  # attach's, stale
+    (control / "notes.txt").write_text("mine\n")
+    directory = RunDirectory.claim(tiny_config(tmp_path), str(tmp_path / "run" / "last.pt"))
+    directory.release()
+    assert sorted(path.name for path in control.iterdir()) == ["notes.txt"]
