@@ -1,4 +1,5 @@
 import math
+import os
 import threading
 
 import pytest
@@ -157,10 +158,18 @@ def test_checkpoints_refuse_pickles_and_foreign_files(tmp_path):
         def __reduce__(self):
             return (print, ("code ran",))
 
+    class Shell:  # the classic: os.system, which torch blocks by module and words otherwise
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
     evil = tmp_path / "evil.pt"
     torch.save({"architecture": "x", "payload": Boom()}, evil)
     with pytest.raises(CheckpointError, match="could run code"):
         load_checkpoint(evil)
+    torch.save({"architecture": "x", "payload": Shell()}, evil)
+    with pytest.raises(CheckpointError, match=r"could run code, not just weights \(.*system"):
+        load_checkpoint(evil)
+    assert not (tmp_path / "pwned").exists()
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(1)}, foreign)
     with pytest.raises(CheckpointError, match="not an alexnet-tui checkpoint"):

@@ -106,8 +106,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         text = str(error)
-        if "Unsupported global" in text:
-            culprit = next((line.strip() for line in text.splitlines() if "Unsupported" in line), "")
+        # torch words it "Unsupported global: GLOBAL builtins.print" or, for a module it blocks
+        # outright (os.system), "Trying to load unsupported GLOBAL posix.system ...".
+        if "unsupported global" in text.lower():
+            culprit = next((line.strip() for line in text.splitlines() if "unsupported global" in line.lower()), "")
             raise CheckpointError(
                 f"checkpoint {path}: refused, it holds objects that could run code, not just weights ({culprit[:100]})"
             ) from None
