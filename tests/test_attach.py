@@ -157,3 +157,38 @@ async def test_a_long_history_is_on_screen_on_attach(tmp_path):
         await pilot.press("3")
         await wait_for(pilot, lambda: "best: epoch 7" in caption())  # ...until it is shown
         await pilot.press("q")
+
+
+@pytest.mark.asyncio
+async def test_an_attached_screen_says_when_the_run_is_killed(tmp_path):
+    """kill -9 of the trainer (the OOM killer): the screen said TRAINING for as long as no key was pressed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, TINY_ARGS
+
+    run = tmp_path / "run"
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "alexnet_tui", "--no-ui", *TINY_ARGS, "--epochs", "500", "--out", str(run)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while not (run_is_live(run) and (run / "metrics.jsonl").is_file()):
+            assert time.time() < deadline and trainer.poll() is None, "the run did not start"
+            time.sleep(0.1)
+        app = AlexNetApp(TrainConfig(), attach=run)
+        async with app.run_test(size=(100, 30), notifications=True) as pilot:
+            await wait_for(pilot, lambda: app.state == RunState.TRAINING, 60)
+            trainer.send_signal(signal.SIGKILL)
+            trainer.wait(30)
+            await wait_for(pilot, lambda: app.state == RunState.INTERRUPTED, 30)
+            assert "INTERRUPTED" in str(app.query_one("#status").render())
+            assert any("ended without a word" in toast.message for toast in app._notifications)
+            await pilot.press("q")
+        assert f"--resume {run}" in app.farewell()
+    finally:
+        trainer.kill()
+        trainer.wait(30)

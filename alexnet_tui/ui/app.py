@@ -23,7 +23,7 @@ from alexnet_tui.config import TrainConfig
 from alexnet_tui.download import default_dest
 from alexnet_tui.engine import Control, RunState, StoppedBeforeStart
 from alexnet_tui.engine import events as ev
-from alexnet_tui.engine.follow import CaughtUp, MetricsFollower
+from alexnet_tui.engine.follow import CaughtUp, RunFollower
 from alexnet_tui.engine.remote import RemoteControl
 from alexnet_tui.engine.run_dir import STOP_FILE
 from alexnet_tui.errors import UsageError
@@ -217,7 +217,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
     @work(thread=True, exclusive=True, group="follow", exit_on_error=False)
     def follow_metrics(self, path: Path) -> None:
         worker = get_current_worker()
-        follower = MetricsFollower(path)
+        follower = RunFollower(path.parent)
         try:
             while not worker.is_cancelled:
                 events = follower.poll()

@@ -44,6 +44,8 @@ class Leaving(Base):
         if self.attached is not None:
             if self.state.busy:
                 return f"left {self.run_dir}; the run goes on: alexnet-tui attach {self.run_dir}"
+            if self.state == RunState.INTERRUPTED:
+                return f"left {self.run_dir} (its process is gone): alexnet-tui --no-ui --resume {self.run_dir}"
             return f"left {self.run_dir} ({self.state}): alexnet-tui watch {self.run_dir}"
         if self.state == RunState.FINISHED:
             return f"run {self.run_dir} finished: alexnet-tui evaluate --checkpoint {self.run_dir}"

@@ -12,7 +12,7 @@ from textual.widgets import Input, Label, ProgressBar, Static, TabbedContent
 from alexnet_tui.config import recipe_text
 from alexnet_tui.engine import RunState
 from alexnet_tui.engine import events as ev
-from alexnet_tui.engine.follow import CaughtUp, FollowReset
+from alexnet_tui.engine.follow import CaughtUp, FollowReset, RunGone
 from alexnet_tui.headless import format_epoch
 from alexnet_tui.ui import terminal
 from alexnet_tui.ui.model_summary import guess_classes
@@ -135,6 +135,10 @@ class RunDisplay(Base):
             self.query_one(EpochTable).reset()
             self.query_one(TrainingCharts).reset()
             self.log_line("metrics.jsonl was truncated or replaced: reading it again from the start")
+        elif isinstance(event, RunGone):
+            self.state_reached(RunState.INTERRUPTED)
+            self.log_line(event.message)
+            self.notify(event.message, title="The run is gone", severity="error", timeout=30, markup=False)
         elif isinstance(event, ev.ReportWritten):
             self.query_one(ReportPane).load(Path(event.path))
         elif isinstance(event, ev.Progress):
