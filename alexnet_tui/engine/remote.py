@@ -40,6 +40,8 @@ class RemoteControl:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.sender = f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
+        if os.environ.get("ALEXNET_TUI_VIA"):  # a browser tab's attach, started by serve
+            self.sender += f" via {os.environ['ALEXNET_TUI_VIA']}"
 
     def check_writable(self) -> None:
         """Steering needs write access to the run directory: say so in one line if it is missing."""
