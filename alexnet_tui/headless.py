@@ -257,6 +257,7 @@ def request_from_handler(request: Callable[[str], None], reason: str) -> None:
 def exit_code(outcome: RunOutcome, signals_received: list[int]) -> int:
     """0 finished, 1 failed; a stop says which signal asked for it (130 Ctrl+C or x, 143 SIGTERM)."""
     from alexnet_tui.engine.training_state import RunOutcome
+
     if outcome is RunOutcome.FINISHED:
         return EXIT_OK
     if outcome is RunOutcome.STOPPED:

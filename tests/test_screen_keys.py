@@ -168,3 +168,15 @@ async def test_with_no_mouse_the_keys_reach_what_is_below_the_charts_and_the_sum
         model = app.query_one("#model-scroll", ScrollableContainer)
         await wait_for(pilot, lambda: model.scroll_y > 0)
         await pilot.press("q")
+
+
+@pytest.mark.asyncio
+async def test_watching_a_finished_run_offers_no_stop_and_x_leaves_no_file(finished_run):
+    app = AlexNetApp(TrainConfig(), attach=finished_run, read_only=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: rows(app, "#epochs") > 0 and app.state == "finished")
+        await wait_for(pilot, lambda: footer_keys(app).get("Stop") is False)  # greyed: nothing to stop
+        await pilot.press("x")
+        await pilot.pause()
+        assert not (finished_run / "STOP").exists() and not app._notifications
+        await pilot.press("q")

@@ -95,3 +95,11 @@ async def test_the_panel_names_whose_figures_it_shows(tmp_path):
         await wait_for(pilot, lambda: "trainer: pid 4242 on gpu-box" in panel())
         assert "2150 MiB" in panel()
         await pilot.press("q")
+
+
+def test_a_run_of_seconds_leaves_its_figures_too(finished_run):
+    """The first sample comes a second into training: a short run had none, and the panel of a
+    finished run said "no figures yet"."""
+    events = MetricsFollower(finished_run / "metrics.jsonl").poll()
+    kinds = [type(event) for event in events]
+    assert ev.MachineSample in kinds and kinds.index(ev.MachineSample) > kinds.index(ev.EpochEnd)

@@ -208,9 +208,8 @@ class Trainer(Setup, Steering, Evaluations):
                     row.lr,
                 )
             )
-        if self._machine is None:
-            self._machine = MachineSampler(self.device)  # its first figures cover the next interval
-        self._machine.maybe_emit(self.emit)
+        if self._machine is not None:
+            self._machine.maybe_emit(self.emit)
 
     def _stop(self, epoch: int) -> None:
         path = self.save_last(wait=True)  # Stopped names a last.pt that is on disk
@@ -299,6 +298,7 @@ class Trainer(Setup, Steering, Evaluations):
             self.emit(ev.Notice("resumed with " + ", ".join(self.resume_notes)))
             self.resume_notes = []
         self._state(RunState.TRAINING)
+        self._machine = self._machine or MachineSampler(self.device)  # from here: a run of seconds has figures too
         try:
             while self.progress.epoch <= self.config.epochs and not self._patience_ran_out():
                 if not self._one_epoch():
@@ -316,6 +316,8 @@ class Trainer(Setup, Steering, Evaluations):
             )
         except Exception as error:  # noqa: BLE001 - reported as a Failed event with its traceback, not swallowed
             return self._fail(f"{type(error).__name__}: {error}", traceback.format_exc())
+        finally:
+            self.emit(self._machine.sample())  # what the run used, for the panel once it is over
         # After OOM the exception's frames hold the big tensors: free them outside the except block.
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

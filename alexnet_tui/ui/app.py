@@ -270,7 +270,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             steer = {
                 "pause": not self.read_only and self.state.busy,
                 "evaluate": not self.read_only and self.state.busy,
-                "stop": self.state.busy or self.read_only,
+                "stop": self.state.busy,  # watch: by a STOP file; nothing to stop once the run is over
             }
             return True if steer.get(action, True) else None
         allowed = {
@@ -386,7 +386,14 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
 
     def action_stop(self) -> None:
         if self.attached is not None and self.read_only:
-            (self.attached / STOP_FILE).touch()
+            if not self.state.busy:
+                return
+            try:
+                (self.attached / STOP_FILE).touch()
+            except OSError as error:  # watching another user's run: say so, never end the screen
+                self.notify(f"cannot create {self.attached / STOP_FILE} ({error.strerror})", title="Not sent",
+                            severity="error", markup=False)  # fmt: skip
+                return
             self.log_line(f"asked the run to stop: created {self.attached / STOP_FILE}; it stops at its next batch")
             self.notify("The run will stop at its next batch and save last.pt.", title="Stop requested")
             return
