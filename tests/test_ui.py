@@ -421,3 +421,16 @@ async def test_a_new_best_checkpoint_toast_replaces_the_last_one():
         await wait_for(pilot, lambda: app.state == "finished")
         best = [toast.message for toast in app._notifications if toast.title == "New best checkpoint"]
         assert len(best) == 1 and "0.60000" in best[0]  # epoch 2's, the newer of the two bests
+
+
+@pytest.mark.asyncio
+async def test_resume_shows_the_run_so_far_before_it_goes_on(finished_run, tmp_path):
+    """--resume in the TUI said "run: not started", then drew only the epochs trained from then on."""
+    config = tiny_config(tmp_path, out=None, resume=str(finished_run), epochs=3)
+    app = AlexNetApp(config, trainer_factory=ScriptedTrainer)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await wait_for(pilot, lambda: app.query_one("#epochs", DataTable).row_count >= 2 and not app.catching_up)
+        status = str(app.query_one("#status").render())
+        assert "FINISHED" in status and str(finished_run) in status and "not started" not in status
+        assert not app._notifications  # the history's best checkpoints are not news
+        await pilot.press("q")

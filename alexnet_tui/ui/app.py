@@ -187,6 +187,8 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             self.query_one(PredictPane).run_dir = self.attached
             self.show_saved_report(self.attached)
             self.follow_metrics(self.attached / "metrics.jsonl")
+        elif self.config.resume:
+            self.show_history(Path(self.config.resume))
         self.loop = asyncio.get_running_loop()
         for number in self.early_signals:
             self.on_signal(number)

@@ -12,7 +12,7 @@ from textual.widgets import Input, Label, ProgressBar, Static, TabbedContent
 from alexnet_tui.config import recipe_text
 from alexnet_tui.engine import RunState
 from alexnet_tui.engine import events as ev
-from alexnet_tui.engine.follow import CaughtUp, FollowReset, RunGone
+from alexnet_tui.engine.follow import CaughtUp, FollowReset, MetricsFollower, RunGone
 from alexnet_tui.headless import format_epoch
 from alexnet_tui.ui import terminal
 from alexnet_tui.ui.model_summary import guess_classes
@@ -112,6 +112,21 @@ class RunDisplay(Base):
     def focus_scroller(self, pane: str) -> None:
         """The tab's scrolling part takes the keys (none: nothing has focus, the run's keys act)."""
         self.set_focus(self.query_one(SCROLLER_OF_TAB[pane]) if pane in SCROLLER_OF_TAB else None)
+
+    def show_history(self, resume: Path) -> None:
+        """--resume: the run so far, from its metrics.jsonl, drawn before s goes on with it (the screen
+        said "run: not started" and then showed only the new epochs)."""
+        run_dir = resume if resume.is_dir() else resume.parent
+        follower = MetricsFollower(run_dir / "metrics.jsonl")
+        try:
+            history = follower.poll()
+        except OSError:
+            history = []
+        finally:
+            follower.close()
+        if history:
+            self.catching_up = True  # no toasts for what happened before
+            self.pending.extend([*history, CaughtUp()])
 
     def add_batch_rows(self, rows: list[ev.BatchEnd]) -> None:
         if not rows:
