@@ -51,6 +51,7 @@ class Evaluations(Base):
         if result is None:
             self._stop(self.progress.epoch)
             return RunOutcome.STOPPED
+        self._last_figures()
         self.emit(ev.Finished(self.progress.best_val_loss, result[0], result[1], time.perf_counter() - start))
         self._state(RunState.FINISHED)
         return RunOutcome.FINISHED

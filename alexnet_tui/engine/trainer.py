@@ -92,6 +92,11 @@ class Trainer(Setup, Steering, Evaluations):
     def _state(self, state: RunState) -> None:
         self.emit(ev.StateChanged(state))
 
+    def _last_figures(self) -> None:
+        """What the run used, said as it ends (a run of seconds has no other sample), before its last word."""
+        if self._machine is not None:
+            self.emit(self._machine.sample())
+
     def position(self) -> RunPosition:
         return RunPosition(
             self.prepared, self.progress.epoch, self.progress.batch, self.run_dir.path if self.run_dir else None
@@ -213,6 +218,7 @@ class Trainer(Setup, Steering, Evaluations):
 
     def _stop(self, epoch: int) -> None:
         path = self.save_last(wait=True)  # Stopped names a last.pt that is on disk
+        self._last_figures()
         self.emit(ev.Stopped(epoch, self.progress.batch, str(path), self.control.stop_reason))
         self.control.stop_served()
         self._state(RunState.STOPPED)
@@ -316,8 +322,6 @@ class Trainer(Setup, Steering, Evaluations):
             )
         except Exception as error:  # noqa: BLE001 - reported as a Failed event with its traceback, not swallowed
             return self._fail(f"{type(error).__name__}: {error}", traceback.format_exc())
-        finally:
-            self.emit(self._machine.sample())  # what the run used, for the panel once it is over
         # After OOM the exception's frames hold the big tensors: free them outside the except block.
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -397,6 +401,7 @@ class Trainer(Setup, Steering, Evaluations):
 
     def _fail(self, message: str, details: str = "") -> RunOutcome:
         self._settle_writes()
+        self._last_figures()
         self.emit(ev.Failed(message, details))
         self._state(RunState.FAILED)
         return RunOutcome.FAILED
