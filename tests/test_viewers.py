@@ -101,5 +101,5 @@ def test_a_run_of_seconds_leaves_its_figures_too(finished_run):
     """The first sample comes a second into training: a short run had none, and the panel of a
     finished run said "no figures yet"."""
     events = MetricsFollower(finished_run / "metrics.jsonl").poll()
-    kinds = [type(event) for event in events]
-    assert ev.MachineSample in kinds and kinds.index(ev.MachineSample) > kinds.index(ev.EpochEnd)
+    last = {type(event): index for index, event in enumerate(events)}
+    assert ev.MachineSample in last and last[ev.MachineSample] > last[ev.EpochEnd]  # one as it ended

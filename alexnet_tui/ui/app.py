@@ -43,9 +43,6 @@ from alexnet_tui.ui.widgets.system import SystemPanel
 from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
-    from textual.timer import Timer
-
     from alexnet_tui.engine import RunOutcome, Trainer
 
 REFRESH_HZ = 10  # the screen follows the engine at most this often, however fast batches come
@@ -129,7 +126,6 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.early_signals: list[int] = []  # arrived before the screen was up; served on mount
         self.request: Request | None = None  # a key's request the run has not reached yet (STOPPING...)
-        self.refreshers: list[Timer] = []  # the intervals that redraw from the engine's events
         self.summary = ModelSummary(self)  # the Model tab's table
         self.new_run_setup = False  # after a finish, s showed the form: the next s starts a new run
         self.latest_batch: ev.BatchEnd | None = None  # where the epoch bar goes back to after a validation
@@ -166,19 +162,10 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             yield Label("", id="eta")
         yield Footer()
 
-    def exit(self, result: int | None = None, return_code: int = 0, message: RenderableType | None = None) -> None:
-        """The screen's refreshers stop first: a tick while Textual takes the widgets down would find
-        none of them and fail the exit with a traceback."""
-        for timer in self.refreshers:
-            timer.stop()
-        super().exit(result, return_code, message)
-
     def on_mount(self) -> None:
         self.query_one("#live").display = False
-        self.refreshers = [
-            self.set_interval(1 / REFRESH_HZ, self.drain_events),
-            self.set_interval(1.0, self.update_system),
-        ]
+        self.set_interval(1 / REFRESH_HZ, self.drain_events)
+        self.set_interval(1.0, self.update_system)
         self.update_system()
         if self.attached is None:  # attached: the Model tab asks a helper process when first shown
             self.summary.build(self.config, guess_classes(self.config), self.config.image_size)

@@ -71,8 +71,8 @@ class RunDisplay(Base):
 
     def drain_events(self) -> None:
         """Apply what the engine reported since the last tick, in order, at most REFRESH_HZ a second."""
-        if not self.pending:
-            return  # most ticks: nothing to do, and nothing to look up
+        if not self.pending or not self.is_running:
+            return  # most ticks: nothing to do; and a tick while Textual takes the widgets down finds none
         batch_rows: list[ev.BatchEnd] = []
         while self.pending:
             event = self.pending.popleft()
@@ -87,7 +87,7 @@ class RunDisplay(Base):
 
     def redraw_charts(self, now: bool = False) -> None:
         """The Charts tab is drawn only while it is shown, at most every CHARTS_REDRAW_S (now: at once)."""
-        if self.query_one(TabbedContent).active != "charts-tab":
+        if not self.is_running or self.query_one(TabbedContent).active != "charts-tab":
             return
         if now or time.monotonic() - self.charts_drawn >= CHARTS_REDRAW_S:
             self.charts_drawn = time.monotonic()
@@ -293,7 +293,7 @@ class RunDisplay(Base):
     def update_system(self) -> None:
         """Once a second while the Charts tab (where the panel is) is shown; also draws what the last
         drains left to the next chart redraw (a run that paused or ended within CHARTS_REDRAW_S)."""
-        if self.query_one(TabbedContent).active != "charts-tab":
+        if not self.is_running or self.query_one(TabbedContent).active != "charts-tab":
             return
         self.query_one(TrainingCharts).redraw()
         device = self.device_text.split()[0] if self.run_dir is not None else self.config.device
