@@ -233,7 +233,7 @@ def watch_command(argv: Sequence[str]) -> int:
     parser = Parser(
         prog="alexnet-tui watch", description="Follow a run started elsewhere, read-only; x asks it to stop."
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="default: the newest live run under ./runs")
     args = parser.parse_args(argv)
     return open_run_screen(resolve_run(args.run_dir), read_only=True)
 

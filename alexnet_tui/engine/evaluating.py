@@ -183,6 +183,9 @@ class Evaluations(Base):
         checkpoint_name = str(checkpoint) if checkpoint else None
         self.emit(ev.EvaluationEnd(split, report["loss"], report["accuracy"], report["images"], checkpoint_name,
                                    checkpoint is None))  # fmt: skip
-        self.emit(ev.Notice(format_report(report) + f"\nreport written to {path}"))
+        text = format_report(report)
+        if checkpoint is not None:  # the final report: its loss line is EvaluationEnd's, said just before
+            text = f"{split} split, per class:\n" + text.split("\n", 2)[2]
+        self.emit(ev.Notice(text + f"\nreport written to {path}"))
         self.emit(ev.ReportWritten(split, str(path)))
         return path, report

@@ -23,8 +23,10 @@ HELP_TEXT = """\
       next batch boundary (training goes on), otherwise now
   q   quit (asks first while a run is busy; it is stopped and saved)
   1-6 tabs: Train, Model, Charts, Predict, Report, Log
-  tab move between fields and tables; enter in a field starts
-  esc leave a field (while a field has focus, keys type into it)
+  tab move between fields and tables; enter in a settings field
+      starts, on Predict it predicts, on Charts it compares
+  esc leave a field (while a field has focus, keys type into it);
+      arrows and page keys then scroll the tab
   ctrl+p  the command palette: every key that works now, by name
 
 Every event of a run is in RUN_DIR/metrics.jsonl. escape closes."""
