@@ -259,7 +259,7 @@ def evaluate_command(argv: Sequence[str]) -> int:
     parser.add_argument("--data", help="image folder or demo (default: the data the checkpoint was trained on)")
     parser.add_argument("--split", choices=("val", "test"), help="default: test when the run kept one, else val")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_number, default=64)
     parser.add_argument("--tta", action="store_true", help="average each image's prediction with its mirror image's")
     parser.add_argument("--html", metavar="FILE", type=Path, help="also write the report as one self-contained page")
     args = parser.parse_args(argv)
@@ -273,7 +273,7 @@ def evaluate_command(argv: Sequence[str]) -> int:
 def predict_command(argv: Sequence[str]) -> int:
     parser = Parser(prog="alexnet-tui predict", description="Top classes for each image, with probabilities.")
     parser.add_argument("--checkpoint", required=True, help="best.pt, last.pt or a run directory (its best.pt)")
-    parser.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
+    parser.add_argument("--top", type=positive_number, default=3, help="classes to show per image (default 3)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     args = parser.parse_args(argv)
@@ -292,6 +292,13 @@ def runs_command(argv: Sequence[str]) -> int:
     if args.compare:
         return compare_runs([Path(run) for run in args.compare])
     return list_runs(Path(args.folder))
+
+
+def positive_number(text: str) -> int:
+    """argparse type: a whole number, 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 1 or more, got {text!r}")
+    return int(text)
 
 
 def whole_number(text: str) -> int:
@@ -339,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return COMMANDS[argv[0]](argv[1:])
         return train_command(argv)
     except UsageError as error:
-        print(f"alexnet-tui: error: {error}", file=sys.stderr)
+        start = "\r\x1b[K" if sys.stderr.isatty() else ""  # over a "loading ..." line, if one was said
+        print(f"{start}alexnet-tui: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("alexnet-tui: interrupted", file=sys.stderr)

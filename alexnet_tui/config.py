@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -81,7 +82,8 @@ class TrainConfig:
 
         need(self.epochs > 0, f"--epochs must be a positive whole number, got {self.epochs}")
         need(self.batch_size > 0, f"--batch-size must be a positive whole number, got {self.batch_size}")
-        need(self.lr > 0, f"--lr must be a positive number, got {self.lr}")
+        need(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive finite number, got {self.lr}")
+        need(0 <= self.seed < 2**32, f"--seed must be a whole number from 0 to {2**32 - 1}, got {self.seed}")
         need(self.arch in ARCHS, f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         assert self.image_size is not None  # resolved in __post_init__
         low = smallest_image_size(self.arch)
@@ -195,7 +197,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             raw = tomllib.load(file)
     except FileNotFoundError:
         raise UsageError(f"--config {path}: no such file") from None
-    except (OSError, tomllib.TOMLDecodeError) as error:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"--config {path}: cannot read it as TOML ({error})") from None
     values = {key.replace("-", "_"): value for key, value in raw.items()}
     TrainConfig.from_dict(values, source=str(path))

@@ -24,8 +24,16 @@ def checkpoint_path(given: str) -> Path:
 
 
 def say_loading(path: Path) -> None:
-    """The first thing a command using a checkpoint says, before the seconds torch takes to import."""
-    print(f"loading {path} ...", file=sys.stderr, flush=True)
+    """The first thing a command using a checkpoint says, before the seconds torch takes to import:
+    on a terminal only, on a line what follows writes over (in a log it is noise, and an error stays
+    one line)."""
+    if sys.stderr.isatty():
+        print(f"loading {path} ...", end="\r", file=sys.stderr, flush=True)
+
+
+def done_loading() -> None:
+    if sys.stderr.isatty():
+        print("\x1b[K", end="", file=sys.stderr, flush=True)  # the loading line goes
 
 
 def checkpoint_network(payload: dict[str, Any]) -> torch.nn.Module:
@@ -39,8 +47,10 @@ def checkpoint_network(payload: dict[str, Any]) -> torch.nn.Module:
 
 def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> torch.nn.Module:
     """The checkpoint's network with its weights, for inference."""
+    from alexnet_tui.engine.checkpoint import load_weights
+
     model = checkpoint_network(payload)
-    model.load_state_dict(payload["model"])  # strict: leftover or missing keys are refused
+    load_weights(model, payload)  # strict: leftover or missing keys are refused
     return model.to(device).eval()
 
 
@@ -66,6 +76,7 @@ def evaluate_checkpoint(
     from alexnet_tui.engine.report import evaluation_report, format_report
 
     payload = load_checkpoint(path)
+    done_loading()
     values = dict(payload["config"], resume=None, out=None)
     if data:
         values["data"] = data
@@ -119,6 +130,7 @@ def predict_images(checkpoint: str, images: list[str], top: int, device_name: st
     payload = load_checkpoint(path)
     device = resolve_device(device_name)
     model = model_from_checkpoint(payload, device)
+    done_loading()
     failures = 0
     for image in images:
         line, ok = predict_image(model, payload, image, top, device)

@@ -50,14 +50,16 @@ def _ends_with_newline(path: Path) -> bool:
 def read_metrics(path: str | Path) -> list[dict]:
     """Every whole line of a metrics file (a torn line from a crash is ignored)."""
     records = []
-    with open(path, encoding="utf-8") as file:
+    with open(path, encoding="utf-8", errors="replace") as file:  # a damaged byte spoils its line only
         for line in file:
             if not line.endswith("\n"):
                 break
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(record, dict):  # `[1, 2]` is JSON but no event
+                records.append(record)
     return records
 
 

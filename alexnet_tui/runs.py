@@ -25,14 +25,30 @@ def process_alive(pid: int) -> bool:
 
 
 def summarize_run(run_dir: Path) -> dict[str, Any] | None:
+    """One run's row; None when the folder holds no run. A run this user cannot read, or whose
+    metrics.jsonl another version or a fault damaged, is a row that says so: one bad run never
+    hides the listing."""
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():
         return None
-    records = read_metrics(metrics)
-    starts = [r for r in records if r["event"] == "run_started"]
+    try:
+        return _summary(run_dir, read_metrics(metrics))
+    except OSError as error:
+        return _unreadable(run_dir, f"unreadable ({error.strerror})")
+    except (KeyError, TypeError, ValueError, IndexError):
+        return _unreadable(run_dir, "damaged")
+
+
+def _unreadable(run_dir: Path, state: str) -> dict[str, Any]:
+    return {"run": str(run_dir), "state": state, "live": run_is_live(run_dir), "host": "", "epochs": "?",
+            "best_val_loss": None, "best_val_acc": None, "device": "", "started": ""}  # fmt: skip
+
+
+def _summary(run_dir: Path, records: list[dict]) -> dict[str, Any] | None:
+    starts = [r for r in records if r.get("event") == "run_started"]
     if not starts:
         return None
-    states = [r["state"] for r in records if r["event"] == "state"]
+    states = [r["state"] for r in records if r.get("event") == "state"]
     state = RunState(states[-1]) if states else RunState.IDLE
     last_start = starts[-1]
     live = run_is_live(run_dir)
@@ -40,7 +56,7 @@ def summarize_run(run_dir: Path) -> dict[str, Any] | None:
         same_host = last_start.get("host") == socket.gethostname()
         if not same_host or not last_start.get("pid") or not process_alive(last_start["pid"]):
             state = RunState.INTERRUPTED  # the process is gone without saying so (kill -9, power loss)
-    epochs = [r for r in records if r["event"] == "epoch"]
+    epochs = [r for r in records if r.get("event") == "epoch"]
     best = [r for r in epochs if r.get("best")]
     return {
         "run": str(run_dir),
@@ -91,9 +107,11 @@ def compare_runs(run_dirs: list[Path]) -> int:
         summary = summarize_run(run_dir)
         if summary is None:
             raise UsageError(f"{run_dir}: not a run directory (no metrics.jsonl with a start); see alexnet-tui runs")
+        if summary["epochs"] == "?":
+            raise UsageError(f"{run_dir}: its metrics.jsonl is {summary['state']}; compare the others without it")
         records = read_metrics(run_dir / "metrics.jsonl")
-        config = [r for r in records if r["event"] == "run_started"][-1]["config"]
-        finished = [r for r in records if r["event"] == "finished"]
+        config = [r for r in records if r.get("event") == "run_started"][-1]["config"]
+        finished = [r for r in records if r.get("event") == "finished"]
         summary["final"] = finished[-1] if finished else None
         summaries.append(summary)
         configs.append(config)

@@ -61,6 +61,10 @@ def test_settings_come_from_toml_and_the_command_line_wins(tmp_path, monkeypatch
         (["--config", "no.toml"], "no.toml: pretrained = 'no' should be true or false"),  # not a true string
         (["--config", "half.toml"], "half.toml: epochs = 2.5 should be a whole number"),
         (["--config", "typo.toml"], "typo.toml: unknown setting 'learning_rate'"),
+        (["--config", "bytes.toml"], "bytes.toml: cannot read it as TOML"),  # not UTF-8
+        (["--seed", "-1"], "--seed must be a whole number from 0 to 4294967295"),
+        (["--seed", "99999999999999999999"], "--seed must be a whole number from 0"),
+        (["--lr", "inf"], "--lr must be a positive finite number"),
         (["--frobnicate"], "unrecognized arguments"),
     ],
 )
@@ -74,6 +78,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, m
     (tmp_path / "no.toml").write_text('pretrained = "no"\narch = "torchvision"\n')
     (tmp_path / "half.toml").write_text("epochs = 2.5\n")
     (tmp_path / "typo.toml").write_text("learning_rate = 0.001\n")
+    (tmp_path / "bytes.toml").write_bytes(b"epochs = 2\n\xff\xfe = 1\n")
     assert main(["--no-ui", *TINY_ARGS, *args]) == 2
     captured = capsys.readouterr()
     assert message in captured.err and len(captured.err.strip().splitlines()) == 1

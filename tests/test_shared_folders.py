@@ -120,3 +120,69 @@ def test_a_resumed_run_clears_only_its_own_stale_requests(tmp_path):
     directory = RunDirectory.claim(tiny_config(tmp_path), str(tmp_path / "run" / "last.pt"))
     directory.release()
     assert sorted(path.name for path in control.iterdir()) == ["notes.txt"]
+
+
+def test_damaged_checkpoints_and_bad_numbers_are_one_line(finished_run, tmp_path, capsys):
+    import torch
+
+    from alexnet_tui.engine.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(finished_run / "best.pt")
+    payload.pop("path")
+    no_classes = {key: value for key, value in payload.items() if key != "num_classes"}
+    torch.save(no_classes, tmp_path / "no-classes.pt")
+    torch.save({**payload, "model": {"wrong." + key: value for key, value in payload["model"].items()}},
+               tmp_path / "keys.pt")  # fmt: skip
+    whole = (finished_run / "last.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    picture = tmp_path / "a.png"
+    __import__("PIL.Image").Image.new("RGB", (40, 40)).save(picture)
+    for name, said in [
+        ("no-classes.pt", "damaged or not one of ours ('num_classes' is missing or wrong)"),
+        ("keys.pt", "its weights do not fit the network it names (16 missing, e.g. classifier.1.bias; 16 unexpected"),
+        ("cut.pt", "failed finding central directory); the file is cut short or damaged"),
+    ]:
+        for command in (["predict", "--checkpoint", str(tmp_path / name), str(picture)],
+                        ["evaluate", "--checkpoint", str(tmp_path / name)]):  # fmt: skip
+            assert main(command) == 2
+            error = one_line_error(capsys)
+            assert said in error, (command, error)
+    for command, said in [
+        (
+            ["predict", "--checkpoint", str(finished_run), "--top", "-1", str(picture)],
+            "--top: expected a whole number, 1",
+        ),
+        (["evaluate", "--checkpoint", str(finished_run), "--batch-size", "0"], "--batch-size: expected a whole number"),
+    ]:
+        assert main(command) == 2
+        assert said in one_line_error(capsys)
+
+
+def test_one_damaged_or_unreadable_run_never_hides_the_listing(finished_run, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from alexnet_tui import runs
+
+    folder = tmp_path / "runs"
+    shutil.copytree(finished_run, folder / "good", ignore=shutil.ignore_patterns("*.pt"))
+    (folder / "bytes").mkdir()
+    (folder / "bytes" / "metrics.jsonl").write_bytes(b"\xff\xfe\n" + (finished_run / "metrics.jsonl").read_bytes())
+    (folder / "list").mkdir()
+    (folder / "list" / "metrics.jsonl").write_text("[1, 2]\n")
+    (folder / "secret").mkdir()
+    (folder / "secret" / "metrics.jsonl").write_text("{}\n")
+    real = runs.read_metrics
+
+    def as_another_user(path):  # root reads every file: the mode bits of another user's run, as they act
+        if "secret" in str(path):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(runs, "read_metrics", as_another_user)
+    assert main(["runs", str(folder)]) == 0
+    listing = capsys.readouterr().out
+    assert "good" in listing and "finished" in listing  # the good run is listed
+    assert "bytes" in listing  # a damaged byte spoils its line only
+    assert "unreadable (Permission denied)" in listing
+    assert main(["runs", "--compare", str(folder / "good"), str(folder / "secret")]) == 2
+    assert "unreadable (Permission denied)" in one_line_error(capsys)

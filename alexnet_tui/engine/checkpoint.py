@@ -95,6 +95,9 @@ class _Pieces:
         self.file.flush()
 
 
+REQUIRED = {"model": dict, "num_classes": int, "image_size": int}  # what every reader of a checkpoint needs
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load with weights_only=True (no code runs from the file) and check it is one of ours."""
     path = Path(path)
@@ -115,11 +118,37 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             ) from None
         raise CheckpointError(f"checkpoint {path}: not a readable PyTorch checkpoint") from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path}: not a readable PyTorch checkpoint ({str(error)[:120]})") from None
+        # torch's words run on ("... This is an internal miniz error. If you ..."): its first sentence.
+        said = str(error).split(". ")[0].strip().rstrip(".")
+        raise CheckpointError(
+            f"checkpoint {path}: not a readable PyTorch checkpoint ({said[:160]}); the file is cut short or damaged"
+        ) from None
     if not isinstance(payload, dict) or payload.get("architecture") != ARCHITECTURE or "model" not in payload:
         raise CheckpointError(f"checkpoint {path}: not an alexnet-tui checkpoint")
+    for key, kind in REQUIRED.items():
+        if not isinstance(payload.get(key), kind) or isinstance(payload.get(key), bool):
+            raise CheckpointError(f"checkpoint {path}: damaged or not one of ours ({key!r} is missing or wrong)")
     payload["path"] = str(path)
     return payload
+
+
+def load_weights(module: Any, payload: dict[str, Any]) -> None:
+    """The checkpoint's weights into `module`, strictly: keys that do not fit are one line, not torch's
+    list of every missing and unexpected name."""
+    try:
+        module.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        expected, given = set(module.state_dict()), set(payload["model"])
+        missing, unexpected = sorted(expected - given), sorted(given - expected)
+        if missing or unexpected:
+            said = f"{len(missing)} missing, e.g. {missing[0]}" if missing else "none missing"
+            said += f"; {len(unexpected)} unexpected, e.g. {unexpected[0]}" if unexpected else ""
+        else:  # the names fit, a shape does not: torch's line naming it
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            said = lines[-1][:160] if lines else type(error).__name__
+        raise CheckpointError(
+            f"checkpoint {payload.get('path', '')}: its weights do not fit the network it names ({said})"
+        ) from None
 
 
 def checkpoint_arch(payload: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from alexnet_tui.engine import events as ev
-from alexnet_tui.engine.checkpoint import CheckpointError, load_checkpoint
+from alexnet_tui.engine.checkpoint import CheckpointError, load_checkpoint, load_weights
 from alexnet_tui.engine.distributed import all_reduce_sum, broadcast_weights, rank0_says, weights_agree
 from alexnet_tui.engine.evaluation import loss_and_accuracy
 from alexnet_tui.engine.tensors import to_model_input
@@ -65,7 +65,7 @@ class Evaluations(Base):
         found, problem = False, ""
         if self.ranks.main and best.exists():
             try:
-                model.load_state_dict(load_checkpoint(best)["model"])
+                load_weights(model, load_checkpoint(best))
                 found = True
             except CheckpointError as error:
                 problem = str(error)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from alexnet_tui.config import TrainConfig
-from alexnet_tui.engine.checkpoint import CHECKPOINT_FORMAT
+from alexnet_tui.engine.checkpoint import CHECKPOINT_FORMAT, load_weights
 from alexnet_tui.engine.window import EpochTotals
 from alexnet_tui.errors import UsageError
 from alexnet_tui.model import ARCHITECTURE
@@ -157,7 +157,7 @@ def restore_training(
     device: torch.device,
 ) -> RunProgress:
     """Load last.pt into the model, optimizer and RNGs; return where the run stopped."""
-    unwrap(model).load_state_dict(payload["model"])  # strict: leftover or missing keys are refused
+    load_weights(unwrap(model), payload)  # strict: leftover or missing keys are refused
     if payload.get("optimizer"):
         lr = optimizer.param_groups[0]["lr"]
         optimizer.load_state_dict(payload["optimizer"])
