@@ -28,38 +28,60 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_saves_are_written_off_the_training_thread_from_a_snapshot(tmp_path, monkeypatch):
-    """best.pt holds the weights of the moment it was announced, not those trained while it was written."""
+    """last.pt holds the weights of the moment its epoch ended, not those trained while it was
+    written (the first is on disk before epoch 1's line; the ones after are written as training goes on)."""
     savers: list[threading.Thread] = []
-    at_event: dict[int, dict[str, torch.Tensor]] = {}
+    at_epoch_end: dict[int, dict[str, torch.Tensor]] = {}
     written: dict[int, dict[str, torch.Tensor]] = {}
+    bests: list[int] = []
     next_epoch_trained = threading.Event()
     trainer: Trainer
 
     def on_event(event: ev.Event) -> None:
-        if isinstance(event, ev.BestCheckpoint):
-            at_event[event.epoch] = weights(trainer.model)
-        elif isinstance(event, ev.BatchEnd) and event.epoch == 2:
+        if isinstance(event, ev.EpochEnd):
+            at_epoch_end[event.epoch] = weights(trainer.model)
+        elif isinstance(event, ev.BestCheckpoint):
+            bests.append(event.epoch)
+        elif isinstance(event, ev.BatchEnd) and event.epoch == 3:
             next_epoch_trained.set()
 
     def late_save(obj, file, *args, **kwargs):
         savers.append(threading.current_thread())
-        if Path(file.name).name.startswith(".best.pt") and obj["best_epoch"] == 1:
-            # Write epoch 1's best only once epoch 2 has changed the weights in place.
+        if Path(file.name).name.startswith(".last.pt") and obj["epoch"] == 3:
+            # Write epoch 2's last.pt only once epoch 3 has changed the weights in place.
             assert next_epoch_trained.wait(30)
-            written[1] = {name: tensor.clone() for name, tensor in obj["model"].items()}
+            written[2] = {name: tensor.clone() for name, tensor in obj["model"].items()}
         return REAL_SAVE(obj, file, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", late_save)
-    trainer = Trainer(tiny_config(tmp_path, epochs=2), [on_event])
+    monkeypatch.setattr("alexnet_tui.engine.trainer.REPORT_INTERVAL_S", 0.0)  # BatchEnd after each batch
+    trainer = Trainer(tiny_config(tmp_path, epochs=3), [on_event])
     assert trainer.fit() is RunOutcome.FINISHED
-    assert len(savers) == 3 + (2 in at_event)  # best.pt and last.pt after epoch 1, last.pt (and best.pt) after 2
+    assert len(savers) == 3 + len(bests)  # last.pt after each epoch, best.pt after each better one
     assert threading.current_thread() not in savers
-    assert set(written[1]) == set(at_event[1])
-    assert all(torch.equal(written[1][name], at_event[1][name]) for name in at_event[1])
+    assert set(written[2]) == set(at_epoch_end[2])
+    assert all(torch.equal(written[2][name], at_epoch_end[2][name]) for name in at_epoch_end[2])
     later = weights(trainer.model)
-    assert any(not torch.equal(later[name], at_event[1][name]) for name in later)  # training did move on
+    assert any(not torch.equal(later[name], at_epoch_end[2][name]) for name in later)  # training did move on
     best = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert all(torch.equal(best["model"][name], at_event[best["best_epoch"]][name]) for name in best["model"])
+    assert all(torch.equal(best["model"][name], at_epoch_end[best["best_epoch"]][name]) for name in best["model"])
+
+
+def test_the_first_last_pt_is_on_disk_before_epoch_1_is_said(tmp_path):
+    """A kill -9 between epoch 1's line and a paced first write left best.pt and no last.pt: a run
+    --resume could not continue."""
+    seen: list[bool] = []
+    trainer = Trainer(
+        tiny_config(tmp_path, epochs=2),
+        [
+            lambda event: (
+                seen.append((tmp_path / "run" / "last.pt").exists()) if isinstance(event, ev.EpochEnd) else None
+            )
+        ],
+    )
+    assert trainer.fit() is RunOutcome.FINISHED
+    trainer.close()
+    assert seen[0] is True
 
 
 def test_a_graceful_stop_names_a_last_pt_that_is_on_disk(tmp_path, monkeypatch):
@@ -202,10 +224,11 @@ def test_each_save_is_paced_over_the_fastest_epoch_capped_and_the_last_is_not(tm
     assert trainer.fit() is RunOutcome.FINISHED
     trainer.close()
     seconds = [e.seconds for e in events if isinstance(e, ev.EpochEnd)]
-    assert spreads == pytest.approx([0.75 * seconds[0], 0.75 * min(seconds[:2]), 0.0])  # the last one waits
+    # The first and the last are written at once (waited for); the ones between are paced.
+    assert spreads == pytest.approx([0.0, 0.75 * min(seconds[:2]), 0.0])
     spreads.clear()
     monkeypatch.setattr(trainer_module, "MAX_SAVE_SPREAD_S", 1e-3)  # on disk soon after "Saving Model!"
-    trainer = Trainer(tiny_config(tmp_path / "capped", epochs=2), [])
+    trainer = Trainer(tiny_config(tmp_path / "capped", epochs=3), [])
     assert trainer.fit() is RunOutcome.FINISHED
     trainer.close()
-    assert spreads == [1e-3, 0.0]
+    assert spreads == [0.0, 1e-3, 0.0]

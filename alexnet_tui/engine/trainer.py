@@ -363,7 +363,10 @@ class Trainer(Setup, Steering, Evaluations):
             # left to overlap, _finish reads best.pt, and a failure is best raised before moving on.
             last = progress.epoch > self.config.epochs or self._patience_ran_out(say=False)
             self.fastest_epoch_s = min(self.fastest_epoch_s, totals.seconds)
-            self.save_last(wait=last, spread_s=min(self.fastest_epoch_s * 0.75, MAX_SAVE_SPREAD_S))
+            # The first last.pt is on disk before the epoch's line: until it is, a kill -9 leaves a run
+            # that --resume cannot continue. Later ones are paced; the one before stays whole meanwhile.
+            first = self.run_dir is not None and not (self.run_dir.path / "last.pt").exists()
+            self.save_last(wait=last or first, spread_s=min(self.fastest_epoch_s * 0.75, MAX_SAVE_SPREAD_S))
         except CheckpointSaveError:
             # Nothing has trained since: a retry judges this epoch again and saves it (best_val_loss
             # was put back by the failed best.pt, if it was that one).
