@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -172,3 +173,49 @@ def test_loader_workers_fill_the_cache_and_return_what_direct_decoding_does(pet_
         (scan.root / relative).unlink()
     again = FolderImages(scan.root, scan.samples, SIZE, "train", cache)
     assert torch.equal(torch.stack([again[i][0] for i in range(len(again))]), expected)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A small filesystem of its own (root mounts it; CI runs as root), full or read-only as asked."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_full_cache_disk_is_one_line_not_a_bus_error(tmp_path, pet_folder, tmpfs, monkeypatch, capsys, workers):
+    """The sparse cache file was mapped and its pages taken as images were decoded: on a full disk
+    a page that could not be backed was SIGBUS, exit 135 without a word (with workers: 'shm')."""
+    from alexnet_tui.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmpfs("cache", "size=64k")))
+    code = main(["--no-ui", "--data", str(pet_folder), "--image-size", "96", "--width", "0.0625", "--epochs", "1",
+                 "--batch-size", "4", "--workers", workers, "--out", str(tmp_path / "run")])  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1, error
+    assert "the image cache needs" in error and "that disk is full" in error and "--cache off" in error
+
+
+def test_a_read_only_cache_folder_is_one_line(tmp_path, pet_folder, tmpfs, monkeypatch, capsys):
+    from alexnet_tui.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmpfs("ro", "ro,size=64k")))
+    code = main(["--no-ui", "--data", str(pet_folder), "--image-size", "96", "--width", "0.0625", "--epochs", "1",
+                 "--out", str(tmp_path / "run")])  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1, error
+    assert "cannot write the image cache" in error and "Read-only file system" in error

@@ -6,6 +6,7 @@ normalisation are tensor ops the engine does on the device, so a cached image is
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import struct
@@ -22,6 +23,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
+from alexnet_tui.errors import UsageError
 from alexnet_tui.paths import cache_dir
 
 try:
@@ -157,7 +159,8 @@ def _install(path: Path, header: bytes, size: int) -> None:
     try:
         with open(temp, "xb") as fresh:
             fresh.write(header)
-            fresh.truncate(size)  # sparse: the cache costs disk only as images are decoded into it
+            fresh.truncate(size)
+            reserve(fresh.fileno(), size, path)
         if stale:
             os.replace(temp, path)  # a run still mapping the old file keeps it, whole, until it closes it
         else:
@@ -165,6 +168,27 @@ def _install(path: Path, header: bytes, size: int) -> None:
                 os.link(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def reserve(descriptor: int, size: int, path: Path) -> None:
+    """The disk blocks of the whole cache file, taken before it is mapped: a page of a sparse map that
+    a full disk cannot back is SIGBUS (exit 135 and not a word; in a loader worker, torch says
+    "insufficient shared memory"). A filesystem that cannot reserve is left sparse."""
+    try:
+        os.posix_fallocate(descriptor, 0, size)
+    except OSError as error:
+        if error.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CacheError(
+                f"the image cache needs {size / 2**30:.2f} GiB in {path.parent} and that disk is full: "
+                "free space there, set XDG_CACHE_HOME to a larger disk, or pass --cache off"
+            ) from None
+        raise
+
+
+class CacheError(UsageError):
+    """The image cache cannot be made or kept: said in one line, with what to do."""
 
 
 class ImageCache:
@@ -186,13 +210,26 @@ class ImageCache:
         """None if runs with other geometries keep replacing the file: then this one just decodes."""
         header = _HEADER.pack(_MAGIC, count, image_size, _hash64(variant))
         size = _HEADER.size + count * (16 + 3 * image_size * image_size)
-        for _ in range(3):
-            _install(path, header, size)
-            handle = open(path, "r+b")
-            # Check what was opened, not what was installed: another run may have swapped it in between.
-            if os.fstat(handle.fileno()).st_size == size and handle.read(len(header)) == header:
-                return cls(handle, count, image_size)
-            handle.close()
+        try:
+            for _ in range(3):
+                _install(path, header, size)
+                handle = open(path, "r+b")
+                # Check what was opened, not what was installed: another run may have swapped it in between.
+                if os.fstat(handle.fileno()).st_size == size and handle.read(len(header)) == header:
+                    try:
+                        reserve(handle.fileno(), size, path)  # a file an older version left sparse
+                    except BaseException:
+                        handle.close()
+                        raise
+                    return cls(handle, count, image_size)
+                handle.close()
+        except CacheError:
+            raise
+        except OSError as error:
+            raise CacheError(
+                f"cannot write the image cache in {path.parent} ({error.strerror}): "
+                "set XDG_CACHE_HOME to a folder you may write, or pass --cache off"
+            ) from None
         return None
 
     def read(self, index: int, identity: int, key: int | None) -> np.ndarray | None:
