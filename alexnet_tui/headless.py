@@ -15,6 +15,7 @@ from alexnet_tui.engine import Control, StoppedBeforeStart
 from alexnet_tui.engine import events as ev
 from alexnet_tui.metrics import NoticeBacklog, RunFiles
 from alexnet_tui.processes import start_worker_processes
+from alexnet_tui.safe_files import open_appending
 
 if TYPE_CHECKING:
     from alexnet_tui.engine.training_state import RunOutcome
@@ -67,7 +68,7 @@ class LineReporter:
 
     def open_log(self, run_dir: Path) -> None:
         if self.log is None:
-            self.log = open(run_dir / "train.log", "a", encoding="utf-8")
+            self.log = open(open_appending(run_dir / "train.log"), "a", encoding="utf-8")  # through no link
             self.log.writelines(text + "\n" for text in self.unlogged)  # said while preparing the run
             self.unlogged.clear()
             self.log.flush()

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from alexnet_tui.engine.events import Event, Notice
+from alexnet_tui.safe_files import open_appending
 
 
 class MetricsWriter:
@@ -17,7 +18,7 @@ class MetricsWriter:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd: int | None = open_appending(self.path)
         self._torn = self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
 
     def __call__(self, event: Event) -> None:

@@ -68,9 +68,9 @@ def test_kill_9_during_a_paced_background_save_keeps_the_files_before_it(tmp_pat
     command = [sys.executable, str(script), "--no-ui", *TINY_ARGS, "--epochs", "4", "--out", str(run)]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 120
-    while not ((run / "last.pt").exists() and list(run.glob(".*.pt.tmp*"))) and time.time() < deadline:
+    while not ((run / "last.pt").exists() and list(run.glob(".*.pt.*.tmp"))) and time.time() < deadline:
         time.sleep(0.02)  # the second save (or a later one) is being written: files from the one before exist
-    assert list(run.glob(".*.pt.tmp*")), "no save in progress was seen"
+    assert list(run.glob(".*.pt.*.tmp")), "no save in progress was seen"
     process.send_signal(signal.SIGKILL)
     process.wait(30)
     before = load_checkpoint(run / "last.pt")
@@ -80,7 +80,7 @@ def test_kill_9_during_a_paced_background_save_keeps_the_files_before_it(tmp_pat
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    assert load_checkpoint(run / "last.pt")["epoch"] == 5 and not list(run.glob(".*.pt.tmp*"))
+    assert load_checkpoint(run / "last.pt")["epoch"] == 5 and not list(run.glob(".*.pt.*.tmp"))
 
 
 def test_full_disk_while_saving_keeps_state_in_memory(tmp_path, monkeypatch):

@@ -186,3 +186,32 @@ def test_one_damaged_or_unreadable_run_never_hides_the_listing(finished_run, tmp
     assert "unreadable (Permission denied)" in listing
     assert main(["runs", "--compare", str(folder / "good"), str(folder / "secret")]) == 2
     assert "unreadable (Permission denied)" in one_line_error(capsys)
+
+
+def test_links_planted_in_a_run_folder_are_refused_or_never_followed(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's notes\n")
+    assert main(["--no-ui", *TINY_ARGS, "--epochs", "1", "--out", "run"]) == 0
+    capsys.readouterr()
+    for name in ("config.toml", "train.log", "metrics.jsonl"):  # planted before a resume
+        kept = tmp_path / "run" / name
+        kept.rename(tmp_path / f"kept-{name}")
+        kept.symlink_to(victim)
+        assert main(["--no-ui", "--resume", "run", "--epochs", "2"]) == 2
+        assert f"run/{name} is a link" in one_line_error(capsys)
+        kept.unlink()
+        (tmp_path / f"kept-{name}").rename(kept)
+    assert victim.read_text() == "someone's notes\n"
+
+    def plant(event: ev.Event) -> None:  # during the run: the temp names an attacker would guess
+        if isinstance(event, ev.RunStarted):
+            for guess in (f".last.pt.tmp{os.getpid()}", f".best.pt.tmp{os.getpid()}", ".last.pt.0000000000000000.tmp"):
+                (tmp_path / "run" / guess).symlink_to(victim)
+
+    resumed = Trainer(tiny_config(tmp_path, out=None, resume=str(tmp_path / "run"), epochs=3), [plant])
+    try:
+        assert resumed.fit() is RunOutcome.FINISHED
+    finally:
+        resumed.close()
+    assert victim.read_text() == "someone's notes\n"  # no save went through a planted link

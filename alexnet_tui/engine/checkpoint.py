@@ -12,6 +12,7 @@ import torch
 
 from alexnet_tui.errors import UsageError
 from alexnet_tui.model import ARCHITECTURE
+from alexnet_tui.safe_files import unguessable_temp
 
 CHECKPOINT_FORMAT = 1
 
@@ -30,9 +31,9 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, on_written: Calla
     is written in pieces, each synced to disk as it goes, and on_written(bytes) is called after each
     (the background writer paces itself there)."""
     path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    temp = unguessable_temp(path)  # created exclusively: never a name another user linked in first
     try:
-        with open(temp, "wb") as file:
+        with open(temp, "xb") as file:
             # No CRC32 per record: torch.load never checks it (a flipped byte loads without a word either
             # way), the rename is what keeps a torn file from being read, and on 2 cores computing it
             # over ~1 GB took 0.5-2 s of CPU from the training running beside the background write.

@@ -17,6 +17,7 @@ from alexnet_tui.engine.evaluation import loss_and_accuracy
 from alexnet_tui.engine.tensors import to_model_input
 from alexnet_tui.engine.training_state import RunOutcome
 from alexnet_tui.model import build_model
+from alexnet_tui.safe_files import replace_text
 
 if TYPE_CHECKING:
     from alexnet_tui.engine.trainer import Trainer
@@ -179,7 +180,7 @@ class Evaluations(Base):
             for mistake in report["most_confident_mistakes"]:  # viewers draw it without torch's split
                 mistake["demo_index"] = demo_index(mistake["image"], split, report["demo"])
         path = self.run_dir.path / f"evaluation-{split}.json"
-        path.write_text(json.dumps(report, indent=2))
+        replace_text(path, json.dumps(report, indent=2))  # through no link another user planted
         checkpoint_name = str(checkpoint) if checkpoint else None
         self.emit(ev.EvaluationEnd(split, report["loss"], report["accuracy"], report["images"], checkpoint_name,
                                    checkpoint is None))  # fmt: skip

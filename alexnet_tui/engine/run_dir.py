@@ -18,12 +18,16 @@ from pathlib import Path
 
 from alexnet_tui.config import TrainConfig, to_toml
 from alexnet_tui.errors import UsageError
+from alexnet_tui.safe_files import replace_text
 
 STOP_FILE = "STOP"
 LOCK_FILE = ".lock"
 CONTROL_DIR = "control"  # request files from `alexnet-tui attach`, read by the run at batch boundaries
 COMMANDS = ("pause", "resume", "evaluate", "stop")
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")  # any of these means the folder holds a run
+# What a run writes in its folder: each is opened or replaced through no link, and a link under one
+# of these names found at a resume is refused.
+OWN_FILES = (*RUN_FILES, "config.toml", "train.log", "stderr.log", "evaluation-val.json", "evaluation-test.json")
 OUR_REQUEST = re.compile(r"\d{20}-[0-9a-f]{8}\.json|\.\d{20}-[0-9a-f]{8}\.tmp")  # RemoteControl.send's names
 MAX_REQUEST_BYTES = 4096  # a request is one small JSON object; anything larger is not one
 
@@ -124,7 +128,14 @@ class RunDirectory:
             control = self.path / CONTROL_DIR
             if control.is_symlink() or (control.exists() and not control.is_dir()):
                 raise UsageError(f"{control} is not a directory of this run (a link?); remove it and try again")
-            for leftover in [*self.path.glob(".*.pt.tmp*"), self.path / STOP_FILE]:
+            links = [name for name in OWN_FILES if (self.path / name).is_symlink()]
+            if links:
+                raise UsageError(
+                    f"{self.path / links[0]} is a link: a run's own files never are (someone else may have "
+                    "planted it); remove it and try again"
+                )
+            temps = [*self.path.glob(".*.pt.tmp*"), *self.path.glob(".*.pt.*.tmp")]  # older and current names
+            for leftover in [*temps, self.path / STOP_FILE]:
                 leftover.unlink(missing_ok=True)
             for leftover in control.glob("*"):
                 if OUR_REQUEST.fullmatch(leftover.name):
@@ -177,7 +188,7 @@ class RunDirectory:
         return requests, said
 
     def write_config(self, config: TrainConfig) -> None:
-        (self.path / "config.toml").write_text(to_toml(config))
+        replace_text(self.path / "config.toml", to_toml(config))
 
     def release(self) -> None:
         if self._lock_fd is not None:

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from alexnet_tui.safe_files import open_appending
+
 _saved_stderr: int | None = None
 
 
@@ -15,7 +17,7 @@ def redirect_stderr(path: Path) -> None:
     Textual draws on sys.__stderr__, so that first moves to a duplicate of the terminal's fd."""
     global _saved_stderr
     path.parent.mkdir(parents=True, exist_ok=True)
-    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    target = open_appending(path)
     if _saved_stderr is None:
         _saved_stderr = os.dup(2)
         terminal = os.fdopen(os.dup(2), "w", encoding=sys.__stderr__.encoding or "utf-8", errors="replace")
