@@ -14,6 +14,7 @@ from alexnet_tui.config import TrainConfig, recipe_text
 from alexnet_tui.engine import Control, StoppedBeforeStart
 from alexnet_tui.engine import events as ev
 from alexnet_tui.metrics import NoticeBacklog, RunFiles
+from alexnet_tui.paths import printable
 from alexnet_tui.processes import start_worker_processes
 from alexnet_tui.safe_files import open_appending
 
@@ -74,6 +75,7 @@ class LineReporter:
             self.log.flush()
 
     def line(self, text: str) -> None:
+        text = printable(text)  # a file name that is not UTF-8
         self.to_terminal(text)
         if self.log is not None:
             self.log.write(text + "\n")

@@ -215,3 +215,20 @@ def test_links_planted_in_a_run_folder_are_refused_or_never_followed(tmp_path, c
     finally:
         resumed.close()
     assert victim.read_text() == "someone's notes\n"  # no save went through a planted link
+
+
+def test_a_file_name_that_is_not_utf8_trains_and_is_said(pet_folder, tmp_path, capsys):
+    """One such file (from another system's archive) stopped every run with UnicodeEncodeError."""
+    import shutil
+
+    from alexnet_tui.headless import LineReporter
+
+    cat = pet_folder / "PetImages" / "Cat" / "0.jpg"
+    odd = os.fsdecode(bytes(cat.parent) + b"/caf\xe9.jpg")
+    shutil.copy(cat, odd)
+    assert main(["--no-ui", "--data", str(pet_folder), "--image-size", "96", "--width", "0.0625", "--epochs", "1",
+                 "--batch-size", "4", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+    assert "finished in" in capsys.readouterr().out
+    reporter = LineReporter()
+    reporter.line(f"  0.9 Cat (true Dog): {odd}")  # as in the mistakes list
+    assert not reporter.terminal_gone and "caf\ufffd.jpg" in capsys.readouterr().out

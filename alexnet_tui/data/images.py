@@ -118,7 +118,7 @@ _EMPTY = 0  # the key of a slot nothing has been written to; _hash64 never retur
 
 
 def _hash64(*parts: object) -> int:
-    digest = hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=8).digest()
+    digest = hashlib.blake2b("\0".join(map(str, parts)).encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(digest, "little") or 1
 
 

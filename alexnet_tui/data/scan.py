@@ -40,9 +40,10 @@ class ScanResult:
 
 def samples_fingerprint(prefix: str, samples: list[tuple[str, int]]) -> str:
     """A short hash of a list of (path, label) pairs, keyed by `prefix`."""
-    digest = hashlib.sha1(prefix.encode())
+    digest = hashlib.sha1(prefix.encode("utf-8", "surrogateescape"))
     for path, label in samples:
-        digest.update(f"{path}\0{label}\n".encode())
+        # surrogateescape: a file name that is not UTF-8 (from another system) is its own bytes again
+        digest.update(f"{path}\0{label}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]
 
 
@@ -108,7 +109,7 @@ def _check_chunk(paths: list[str]) -> list[bool]:
 
 
 def _cache_file(root: Path) -> Path:
-    key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
+    key = hashlib.sha1(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return cache_dir() / "scans" / f"{key}.json"
 
 

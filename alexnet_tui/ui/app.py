@@ -363,6 +363,10 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         except UsageError as error:
             self.notify(str(error), title="Not sent", severity="error", markup=False)
             return
+        except OSError as error:  # control/ made unwritable since the screen opened
+            self.notify(f"cannot leave a request in {self.attached} ({error.strerror})", title="Not sent",
+                        severity="error", markup=False)  # fmt: skip
+            return
         self.log_line(said)
         self.request = request
         self.update_status()

@@ -14,6 +14,7 @@ from alexnet_tui.engine import RunState
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.follow import CaughtUp, FollowReset, MetricsFollower, RunGone
 from alexnet_tui.headless import format_epoch
+from alexnet_tui.paths import printable
 from alexnet_tui.ui import terminal
 from alexnet_tui.ui.model_summary import guess_classes
 from alexnet_tui.ui.widgets.charts import TrainingCharts
@@ -302,6 +303,7 @@ class RunDisplay(Base):
     def log_line(self, text: str) -> None:
         """A line for the Log tab. While the tab is hidden it waits: a RichLog that is not shown wraps
         at a width of its own, not the screen's."""
+        text = printable(text)  # a file name that is not UTF-8
         if self.query_one(TabbedContent).active == "log":
             self.query_one("#log-view", ReflowLog).add(text)
         else:

@@ -13,6 +13,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Label, Static
 
+from alexnet_tui.paths import printable
 from alexnet_tui.ui.pictures import PictureView
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ IMAGE_NAME_CELLS = 14  # what the image column has beside the picture at 80 colu
 def name_tail(name: str) -> str:
     """A file name cut at its start, where names in one folder share a prefix (cat.0.jpg, cat.1.jpg)
     and the number that tells them apart is at the end."""
+    name = printable(name)
     return name if len(name) <= IMAGE_NAME_CELLS else "…" + name[-(IMAGE_NAME_CELLS - 1) :]
 
 
@@ -124,7 +126,7 @@ class ReportPane(Vertical):
         image = Path(mistake["image"])
         picture: Path | PILImage | None = image if image.is_file() else None
         if picture is not None:
-            where = f"{image.name} in {image.parent}"  # the name first: a long folder is cut, not it
+            where = printable(f"{image.name} in {image.parent}")  # the name first: a long folder is cut, not it
         else:
             from alexnet_tui.data.demo import demo_picture
 
