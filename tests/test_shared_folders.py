@@ -232,3 +232,30 @@ def test_a_file_name_that_is_not_utf8_trains_and_is_said(pet_folder, tmp_path, c
     reporter = LineReporter()
     reporter.line(f"  0.9 Cat (true Dog): {odd}")  # as in the mistakes list
     assert not reporter.terminal_gone and "caf\ufffd.jpg" in capsys.readouterr().out
+
+
+def test_a_fifo_among_the_images_and_an_unreadable_subfolder_are_counted(pet_folder, tmp_path, monkeypatch, capsys):
+    """A FIFO named x.jpg hung the scan (SIGTERM ignored) and predict; a subfolder this user may not
+    list was skipped without a word."""
+    from alexnet_tui.data.scan import scan_folder
+
+    cats = pet_folder / "PetImages" / "Cat"
+    os.mkfifo(cats / "x.jpg")
+    (cats / "locked").mkdir()
+    real_scandir = os.scandir
+
+    def as_another_user(path="."):  # root lists every folder: the mode bits of one it may not
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", as_another_user)
+    scan = scan_folder(pet_folder)
+    assert "Cat/x.jpg" in scan.skipped and "Cat/locked/" in scan.skipped
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    assert main(["predict", "--checkpoint", str(tmp_path / "nothing.pt"), str(cats / "x.jpg")]) == 2  # no checkpoint
+    capsys.readouterr()
+    from alexnet_tui.inference import predict_image
+
+    line, ok = predict_image(None, {"image_size": 67, "class_names": ["Cat", "Dog"]}, str(cats / "x.jpg"), 1, None)
+    assert not ok and "not a regular file" in line  # said at once, before any model is run

@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
+from alexnet_tui.data.scan import open_image_file
 from alexnet_tui.errors import UsageError
 from alexnet_tui.paths import cache_dir
 
@@ -65,6 +66,9 @@ def split_variants(image_size: int, pretrained: bool, augment: bool) -> tuple[st
 def open_rgb(source: str | Path | BinaryIO, upright: bool = False) -> Image.Image:
     """The decoded picture in RGB. upright: turned the way a viewer shows it, by its EXIF orientation
     (a phone's photo is stored sideways; a broken EXIF block leaves the pixels as stored)."""
+    if isinstance(source, str | Path):
+        with open_image_file(source) as handle:
+            return open_rgb(handle, upright)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with Image.open(source) as image:
@@ -135,9 +139,9 @@ def _entry_key(identity: int, stat: os.stat_result) -> int:
 def _decode(path: Path, image_size: int, variant: str) -> tuple[torch.Tensor, os.stat_result]:
     """The pixels and the stat of the very file they came from, taken before decoding: if the file is
     rewritten meanwhile, its stat moves on and the entry written from it will not match again."""
-    with open(path, "rb") as handle:
-        stat = os.fstat(handle.fileno())
-        return load_resized(handle, image_size, variant), stat
+    with open_image_file(path) as handle:
+        info = os.fstat(handle.fileno())
+        return load_resized(handle, image_size, variant), info
 
 
 def _matches(path: Path, header: bytes, size: int) -> bool:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -58,12 +61,26 @@ def find_class_root(path: Path) -> Path:
     return path
 
 
+def open_image_file(path: str | Path) -> BinaryIO:
+    """A picture's file, opened without blocking (a FIFO named x.jpg waited for a writer for ever:
+    SIGTERM ignored) and only if it is a regular file; OSError otherwise."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
 def image_is_readable(path: str) -> bool:
     """Decode the whole image: verify() misses truncated JPEGs, load() does not."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open_image_file(path) as handle:
             warnings.simplefilter("ignore")
-            with Image.open(path) as image:
+            with Image.open(handle) as image:
                 image.load()
                 image.convert("RGB")
         return True
@@ -149,8 +166,13 @@ def scan_folder(
     files: dict[str, list] = {}
     labels: dict[str, int] = {}
     to_check: list[str] = []
+    unreadable_folders: list[str] = []
+
+    def unreadable(error: OSError) -> None:  # a subfolder this user may not list: counted, not silent
+        unreadable_folders.append(os.path.relpath(str(error.filename), root) + "/")
+
     for label, name in enumerate(class_names):
-        for folder, subfolders, names in os.walk(root / name):
+        for folder, subfolders, names in os.walk(root / name, onerror=unreadable):
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
             for file_name in sorted(names):
                 if file_name.startswith("."):
@@ -158,15 +180,17 @@ def scan_folder(
                 full = os.path.join(folder, file_name)
                 relative = os.path.relpath(full, root)
                 try:
-                    stat = os.stat(full)
+                    info = os.stat(full)
                 except OSError:
                     continue
                 labels[relative] = label
                 previous = cached.get(relative)
-                if previous and previous[0] == stat.st_size and previous[1] == stat.st_mtime_ns:
+                if not stat.S_ISREG(info.st_mode):  # a FIFO named x.jpg would block the decoder for ever
+                    files[relative] = [info.st_size, info.st_mtime_ns, False]
+                elif previous and previous[0] == info.st_size and previous[1] == info.st_mtime_ns:
                     files[relative] = previous
                 else:
-                    files[relative] = [stat.st_size, stat.st_mtime_ns, False]
+                    files[relative] = [info.st_size, info.st_mtime_ns, False]
                     to_check.append(relative)
     verdicts = _check_all([str(root / relative) for relative in to_check], should_stop, on_progress)
     if verdicts is None:
@@ -176,7 +200,7 @@ def scan_folder(
     if to_check or len(cached) != len(files):
         _write_cache(cache_path, root, files)
     samples = [(relative, labels[relative]) for relative, entry in files.items() if entry[2]]
-    skipped = [relative for relative, entry in files.items() if not entry[2]]
+    skipped = [relative for relative, entry in files.items() if not entry[2]] + unreadable_folders
     counts = [0] * len(class_names)
     for _, label in samples:
         counts[label] += 1
