@@ -217,3 +217,14 @@ def test_resume_refuses_another_width(tmp_path):
     trainer.close()
     with pytest.raises(CheckpointError, match="made for --width 0.0625, not 1.0"):
         Trainer(tiny_config(tmp_path, width=1.0, out=None, resume=str(tmp_path / "run"))).prepare()
+
+
+def test_nan_only_in_validation_fails_the_run_rather_than_name_a_best_pt_never_written(tmp_path):
+    events: list[ev.Event] = []
+    trainer = Trainer(tiny_config(tmp_path, epochs=2, lr=1e10, stop_on_nan=False), [events.append])
+    assert trainer.fit() is RunOutcome.FAILED
+    trainer.close()
+    failure = [event for event in events if isinstance(event, ev.Failed)][0].message
+    assert "no best.pt was saved" in failure and "try a lower --lr" in failure
+    assert not (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
+    assert not any(isinstance(event, ev.Finished) for event in events)

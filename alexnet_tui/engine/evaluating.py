@@ -4,6 +4,7 @@ full report `e` asks for. Mixed into the Trainer."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,13 @@ class Evaluations(Base):
                 return self._fail("the ranks' weights differ; the DDP run is not consistent")
             self.emit(ev.Notice(f"weights identical on all {self.ranks.world_size} ranks"))
         best = run_path / "best.pt"
+        if not math.isfinite(self.progress.best_val_loss):  # the same on every rank: reduced
+            # NaN in validation only (--no-stop-on-nan): no epoch was ever better, so no best.pt exists
+            # and the run would have ended with a report naming one.
+            return self._fail(
+                f"val_loss was never a finite number, so no best.pt was saved; last.pt holds the last "
+                f"weights; try a lower --lr (now {self.config.lr:g})"
+            )
         final_model = self._best_model(best)
         split = "test" if self.data is not None and self.data.test is not None else "val"
         # With --test-split 0 this reports on the validation images, as the tutorial did.
