@@ -259,3 +259,25 @@ def test_a_fifo_among_the_images_and_an_unreadable_subfolder_are_counted(pet_fol
 
     line, ok = predict_image(None, {"image_size": 67, "class_names": ["Cat", "Dog"]}, str(cats / "x.jpg"), 1, None)
     assert not ok and "not a regular file" in line  # said at once, before any model is run
+
+
+def test_a_reader_holding_the_lock_is_not_called_a_run(finished_run, tmp_path, capsys):
+    """A shared flock taken by a reader blocked --resume with "another run (pid <dead pid>) is writing there"."""
+    import fcntl
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run / ".lock").write_text(json.dumps({"pid": int(ended.stdout), "host": socket.gethostname()}))  # its run ended
+    reader = os.open(run / ".lock", os.O_RDONLY)
+    try:
+        fcntl.flock(reader, fcntl.LOCK_SH)
+        assert main(["--no-ui", "--resume", str(run), "--epochs", "3"]) == 2
+        error = one_line_error(capsys)
+        assert "is held by a process that is not a run" in error and "fuser" in error
+    finally:
+        os.close(reader)

@@ -46,6 +46,20 @@ def lock_owner(path: Path) -> dict:
         return {}
 
 
+def owner_is_gone(owner: dict) -> bool:
+    """The run a lock file names was on this host and its process has ended."""
+    pid = owner.get("pid")
+    if owner.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
 def lock_is_held(path: Path) -> bool:
     """A process holds the folder's lock (its writer is alive, here or on a host that shares the
     folder and its locks). Probed with a shared lock, through no link."""
@@ -103,6 +117,11 @@ class RunDirectory:
         except OSError:
             os.close(lock_fd)
             owner = lock_owner(path)
+            if owner_is_gone(owner):  # held, but not by the run it names: a reader's shared lock
+                raise UsageError(
+                    f"{path / LOCK_FILE} is held by a process that is not a run (pid {owner.get('pid')}, which it "
+                    f"names, has ended): see fuser {path / LOCK_FILE}, and try again once it lets go"
+                ) from None
             who = f" (pid {owner.get('pid')} on {owner.get('host')})" if owner else ""
             raise UsageError(
                 f"--out {path}: another run{who} is writing there; attach to it (alexnet-tui attach {path}) "
