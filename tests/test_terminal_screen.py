@@ -32,21 +32,17 @@ def assert_clean(term: Terminal) -> None:
         assert word not in logged, logged[-3000:]
 
 
-def test_a_0x0_terminal_starts_and_quits_cleanly(tmp_path):
-    # Textual (through shutil.get_terminal_size) draws a 0x0 window at 80x24; the picture
-    # library's import divided by the 0 columns before the screen ever came up.
-    with Terminal(RUN, size=(0, 0), cwd=tmp_path) as term:
-        term.wait_for("IDLE", timeout=30)
-        term.press("q")
-        assert term.wait_exit() == 0
-    assert_clean(term)
-
-
-def test_a_terminal_that_never_answers_starts_cleanly_and_s_works(tmp_path):
-    with Terminal(RUN, cwd=tmp_path, answers="never") as term:
+def test_a_0x0_terminal_that_never_answers_starts_cleanly_s_works_and_q_quits(tmp_path):
+    # Textual (through shutil.get_terminal_size) draws a 0x0 window at 80x24; the picture library's
+    # import divided by the 0 columns before the screen ever came up, and a terminal that never
+    # answers its queries printed a TimeoutError at every start.
+    with Terminal(RUN, size=(0, 0), cwd=tmp_path, answers="never") as term:
         term.wait_for("IDLE", timeout=30)
         term.press("s")
         term.wait_for(lambda text: STARTED.search(text) is not None, timeout=30)
+        term.wait_for("FINISHED", timeout=60)
+        term.press("q")
+        assert term.wait_exit() == 0
     assert_clean(term)
 
 
