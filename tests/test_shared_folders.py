@@ -281,3 +281,29 @@ def test_a_reader_holding_the_lock_is_not_called_a_run(finished_run, tmp_path, c
         assert "is held by a process that is not a run" in error and "fuser" in error
     finally:
         os.close(reader)
+
+
+def test_control_swapped_for_a_link_during_a_run_is_never_followed(tmp_path):
+    """With control/ swapped for a link at the next batch, every *.json in the target was deleted and
+    one holding {"command": "pause"} was obeyed."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "00000000000000000001-0000beef.json").write_text('{"command": "pause"}')
+    (elsewhere / "notes.json").write_text('{"mine": true}')
+    seen: list[ev.Event] = []
+
+    def swap(event: ev.Event) -> None:
+        seen.append(event)
+        if isinstance(event, ev.RunStarted):
+            control = tmp_path / "run" / "control"
+            control.rmdir()
+            control.symlink_to(elsewhere, target_is_directory=True)
+
+    trainer = Trainer(tiny_config(tmp_path, epochs=1), [swap])
+    try:
+        assert trainer.fit() is RunOutcome.FINISHED  # never paused
+    finally:
+        trainer.close()
+    assert sorted(path.name for path in elsewhere.iterdir()) == ["00000000000000000001-0000beef.json", "notes.json"]
+    said = [event.message for event in seen if isinstance(event, ev.Notice) and "not a directory" in event.message]
+    assert len(said) == 1 and "run/control is not a directory of this run" in said[0]  # once, not at every batch
