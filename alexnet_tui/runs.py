@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -10,18 +9,9 @@ from typing import Any
 
 from alexnet_tui.engine.events import RunState
 from alexnet_tui.engine.remote import run_is_live
+from alexnet_tui.engine.run_dir import process_alive
 from alexnet_tui.errors import UsageError
 from alexnet_tui.metrics import read_metrics
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def summarize_run(run_dir: Path) -> dict[str, Any] | None:

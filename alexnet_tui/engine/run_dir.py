@@ -46,18 +46,23 @@ def lock_owner(path: Path) -> dict:
         return {}
 
 
+def process_alive(pid: int) -> bool:
+    """A process of this host with that pid exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def owner_is_gone(owner: dict) -> bool:
     """The run a lock file names was on this host and its process has ended."""
     pid = owner.get("pid")
     if owner.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    return False
+    return not process_alive(pid)
 
 
 def lock_is_held(path: Path) -> bool:
