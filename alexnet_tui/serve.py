@@ -51,6 +51,9 @@ def guarded_server(command: str, host: str, port: int, title: str, token: str) -
                 response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
             return response
 
+        async def on_startup(self, app: web.Application) -> None:
+            """Quiet: textual-serve's banner names the URL without its token, which is refused."""
+
         async def handle_index(self, request: web.Request) -> Any:
             self.public_url = f"{request.scheme}://{request.host}"  # read at once, with no await between
             return await super().handle_index(request)
