@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from alexnet_tui.config import AMP_MODES, ARCHS, CACHE_MODES, FREEZE_MODES, SCHEDULES, TrainConfig, load_toml
 from alexnet_tui.errors import UsageError
+from alexnet_tui.paths import fresh_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -346,8 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return COMMANDS[argv[0]](argv[1:])
         return train_command(argv)
     except UsageError as error:
-        start = "\r\x1b[K" if sys.stderr.isatty() else ""  # over a "loading ..." line, if one was said
-        print(f"{start}alexnet-tui: error: {error}", file=sys.stderr)
+        print(f"{fresh_line(sys.stderr)}alexnet-tui: error: {error}", file=sys.stderr)  # over a "loading ..." line
         return error.exit_code
     except KeyboardInterrupt:
         print("alexnet-tui: interrupted", file=sys.stderr)

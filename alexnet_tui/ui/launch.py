@@ -8,7 +8,7 @@ from typing import Any
 
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.headless import exit_code, request_from_handler
-from alexnet_tui.paths import cache_dir
+from alexnet_tui.paths import cache_dir, fresh_line
 from alexnet_tui.ui import terminal
 from alexnet_tui.ui.app import AlexNetApp
 
@@ -57,6 +57,5 @@ def run_app(config: TrainConfig, **options: Any) -> int:
     said = app.farewell()
     if said:
         # A key typed before the screen took the terminal was echoed on this line: start it afresh.
-        start = "\r\x1b[K" if sys.stderr.isatty() else ""
-        print(start + said, file=sys.stderr)
+        print(fresh_line(sys.stderr) + said, file=sys.stderr)
     return result
