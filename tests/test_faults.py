@@ -111,3 +111,20 @@ def test_image_broken_after_the_scan_is_skipped_and_counted(tmp_path, pet_folder
     assert trainer.fit() is RunOutcome.FINISHED
     notices = [e.message for e in events if isinstance(e, ev.Notice)]
     assert any("1 image(s) became unreadable after the scan" in message for message in notices)
+
+
+def test_a_last_pt_with_flipped_bytes_is_named_damaged_not_resumed(tmp_path, capsys, monkeypatch):
+    """400 bytes flipped inside last.pt (a disk, a copy) resumed without a word: torch.load checks no CRC."""
+    from alexnet_tui.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--no-ui", *TINY_ARGS, "--epochs", "1", "--out", "run"]) == 0
+    capsys.readouterr()
+    data = bytearray((tmp_path / "run" / "last.pt").read_bytes())
+    middle = len(data) // 2  # inside the tensors' bytes: the pickle and the zip's index are at the ends
+    data[middle : middle + 400] = bytes(byte ^ 0x5A for byte in data[middle : middle + 400])
+    (tmp_path / "run" / "last.pt").write_bytes(bytes(data))
+    assert main(["--no-ui", "--resume", "run", "--epochs", "2"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "run/last.pt: damaged (its weights' CRC-32 does not match" in error
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["architecture"]  # the other file is whole and checked
