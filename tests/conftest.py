@@ -125,3 +125,24 @@ def pet_folder(tmp_path: Path) -> Path:
     root = tmp_path / "download"
     make_pet_images(root)
     return root
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A small filesystem of its own (root mounts it; CI runs as root), full or read-only as asked."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=False)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -173,27 +172,6 @@ def test_loader_workers_fill_the_cache_and_return_what_direct_decoding_does(pet_
         (scan.root / relative).unlink()
     again = FolderImages(scan.root, scan.samples, SIZE, "train", cache)
     assert torch.equal(torch.stack([again[i][0] for i in range(len(again))]), expected)
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A small filesystem of its own (root mounts it; CI runs as root), full or read-only as asked."""
-    import subprocess
-
-    mounted: list[Path] = []
-
-    def mount(name: str, options: str) -> Path:
-        point = tmp_path / name
-        point.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in mounted:
-        subprocess.run(["umount", str(point)], check=False)
 
 
 def test_a_full_cache_disk_is_one_line_not_a_bus_error(tmp_path, pet_folder, tmpfs, monkeypatch, capsys):

@@ -9,6 +9,7 @@ import os
 
 from alexnet_tui.cli import main
 from alexnet_tui.engine import events as ev
+from alexnet_tui.engine.checkpoint import load_checkpoint
 from alexnet_tui.engine.run_dir import RunDirectory
 from alexnet_tui.engine.trainer import Trainer
 from alexnet_tui.engine.training_state import RunOutcome
@@ -125,7 +126,6 @@ def test_a_resumed_run_clears_only_its_own_stale_requests(tmp_path):
 def test_damaged_checkpoints_and_bad_numbers_are_one_line(finished_run, tmp_path, capsys):
     import torch
 
-    from alexnet_tui.engine.checkpoint import load_checkpoint
 
     payload = load_checkpoint(finished_run / "best.pt")
     payload.pop("path")
@@ -307,3 +307,44 @@ def test_control_swapped_for_a_link_during_a_run_is_never_followed(tmp_path):
     assert sorted(path.name for path in elsewhere.iterdir()) == ["00000000000000000001-0000beef.json", "notes.json"]
     said = [event.message for event in seen if isinstance(event, ev.Notice) and "not a directory" in event.message]
     assert len(said) == 1 and "run/control is not a directory of this run" in said[0]  # once, not at every batch
+
+
+def test_a_full_out_disk_is_one_line_and_leaves_no_half_file(tmp_path, tmpfs, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    out = tmpfs("out", "size=3m")  # room for the data's first files, not for a checkpoint pair
+    assert main(["--no-ui", *TINY_ARGS, "--epochs", "2", "--out", str(out / "run")]) == 1
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    errors = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "is intact" in errors[0]
+    assert not list((out / "run").glob(".*.tmp"))  # no half-written checkpoint left behind
+    for name in ("best.pt", "last.pt"):
+        if (out / "run" / name).exists():
+            assert load_checkpoint(out / "run" / name)["architecture"]  # whatever is there is whole
+
+
+def test_a_request_left_by_another_user_is_recorded_with_its_owner(tmp_path):
+    """Any user who may write the folder can claim any sender; the file's owner cannot be forged."""
+    import pwd
+
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("giving a file to another user needs root (CI runs as root)")
+    other = pwd.getpwuid(65534).pw_name  # nobody
+    seen: list[ev.Event] = []
+
+    def plant(event: ev.Event) -> None:
+        seen.append(event)
+        if isinstance(event, ev.RunStarted):
+            request = tmp_path / "run" / "control" / "00000000000000000009-0000cafe.json"
+            request.write_text('{"command": "evaluate", "sender": "root@vm (pid 1)"}')
+            os.chown(request, 65534, 65534)
+
+    trainer = Trainer(tiny_config(tmp_path, epochs=1), [plant])
+    try:
+        assert trainer.fit() is RunOutcome.FINISHED
+    finally:
+        trainer.close()
+    acks = [event for event in seen if isinstance(event, ev.ControlAck)]
+    assert [ack.sender for ack in acks] == [f"root@vm (pid 1) (file owned by {other})"]
