@@ -195,23 +195,27 @@ async def test_an_attached_screen_says_when_the_run_is_killed(tmp_path):
 
 
 @pytest.mark.asyncio
-async def test_p_after_control_became_read_only_is_a_toast_and_the_screen_stays(live_run):
-    """The app ended abnormally when a request could not be written."""
+@pytest.mark.parametrize(("key", "read_only", "folder"), [("p", False, "control"), ("x", True, "")],
+                         ids=["attach-p", "watch-x"])  # fmt: skip
+async def test_a_request_that_cannot_be_written_is_a_toast_and_the_screen_stays(live_run, key, read_only, folder):
+    """The app ended abnormally when a request could not be written: attach's p after control/ became
+    read-only, watch's x (a STOP file) in a folder the user may not write. A read-only bind mount
+    makes it so even for root; the run's own open files write on."""
     import subprocess
 
-    control = live_run.path / "control"
-    done = subprocess.run(["mount", "--bind", str(control), str(control)], capture_output=True)
+    target = live_run.path / folder
+    done = subprocess.run(["mount", "--bind", str(target), str(target)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot bind-mount here (needs root): {done.stderr.decode().strip()}")
     try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(control)], check=True)
-        app = AlexNetApp(TrainConfig(), attach=live_run.path)
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], check=True)
+        app = AlexNetApp(TrainConfig(), attach=live_run.path, read_only=read_only)
         async with app.run_test(size=(100, 30), notifications=True) as pilot:
             await wait_for(pilot, lambda: app.state == RunState.TRAINING, 60)
-            await pilot.press("p")
+            await pilot.press(key)
             await wait_for(pilot, lambda: any(toast.title == "Not sent" for toast in app._notifications))
             assert "Read-only file system" in [t.message for t in app._notifications if t.title == "Not sent"][0]
             assert app.is_running and app.state == RunState.TRAINING  # nothing was asked, the screen is there
             await pilot.press("q")
     finally:
-        subprocess.run(["umount", str(control)], check=False)
+        subprocess.run(["umount", str(target)], check=False)
