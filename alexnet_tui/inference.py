@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.errors import UsageError
+from alexnet_tui.safe_files import replace_text
 
 if TYPE_CHECKING:
     import torch
@@ -106,7 +107,7 @@ def evaluate_checkpoint(
     print(format_report(report))
     target = path.parent / f"evaluation-{split}.json"
     try:
-        target.write_text(json.dumps(report, indent=2))
+        replace_text(target, json.dumps(report, indent=2))  # through no link another user planted
         print(f"\nreport written to {target}")
     except OSError as error:
         print(f"alexnet-tui: could not write {target} ({error.strerror})", file=sys.stderr)

@@ -218,4 +218,4 @@ async def test_a_request_that_cannot_be_written_is_a_toast_and_the_screen_stays(
             assert app.is_running and app.state == RunState.TRAINING  # nothing was asked, the screen is there
             await pilot.press("q")
     finally:
-        subprocess.run(["umount", str(target)], check=False)
+        subprocess.run(["umount", "--lazy", str(target)], check=False)  # the run still holds its files open

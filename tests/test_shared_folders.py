@@ -126,7 +126,6 @@ def test_a_resumed_run_clears_only_its_own_stale_requests(tmp_path):
 def test_damaged_checkpoints_and_bad_numbers_are_one_line(finished_run, tmp_path, capsys):
     import torch
 
-
     payload = load_checkpoint(finished_run / "best.pt")
     payload.pop("path")
     no_classes = {key: value for key, value in payload.items() if key != "num_classes"}
@@ -348,3 +347,56 @@ def test_a_request_left_by_another_user_is_recorded_with_its_owner(tmp_path):
         trainer.close()
     acks = [event for event in seen if isinstance(event, ev.ControlAck)]
     assert [ack.sender for ack in acks] == [f"root@vm (pid 1) (file owned by {other})"]
+
+
+def test_more_planted_things_are_never_followed_nor_fail_a_run(tmp_path, capsys, monkeypatch):
+    """A tensorboard link on --resume, a link where evaluate writes its report, a control/ link met by
+    attach's request, a directory named STOP, a bad request whose set-aside name is taken."""
+    from alexnet_tui.engine.remote import RemoteControl
+    from alexnet_tui.errors import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's notes\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert main(["--no-ui", *TINY_ARGS, "--epochs", "1", "--out", "run"]) == 0
+    capsys.readouterr()
+    board = tmp_path / "run" / "tensorboard"
+    if board.exists():
+        __import__("shutil").rmtree(board)
+    board.symlink_to(elsewhere, target_is_directory=True)
+    assert main(["--no-ui", "--resume", "run", "--epochs", "2"]) == 2
+    assert "run/tensorboard is a link" in one_line_error(capsys) and not list(elsewhere.iterdir())
+    board.unlink()
+    report = tmp_path / "run" / "evaluation-test.json"
+    report.unlink()
+    report.symlink_to(victim)
+    assert main(["evaluate", "--checkpoint", "run"]) == 0
+    assert victim.read_text() == "someone's notes\n" and not report.is_symlink()  # written beside, renamed over
+
+    seen: list[ev.Event] = []
+
+    def plant(event: ev.Event) -> None:
+        seen.append(event)
+        if isinstance(event, ev.RunStarted):
+            control = tmp_path / "run2" / "control"
+            (control / ".refused-0007-y.json" / "z").mkdir(parents=True)  # the set-aside name is taken
+            (control / "0007-y.json").write_text("[3]")
+            with __import__("pytest").raises(UsageError, match="not a directory of this run"):
+                control.rename(tmp_path / "real-control")
+                control.symlink_to(elsewhere, target_is_directory=True)
+                RemoteControl(tmp_path / "run2").pause()  # what attach's p does
+            control.unlink()
+            (tmp_path / "real-control").rename(control)
+            (tmp_path / "run2" / "STOP").mkdir()  # meant as a stop
+
+    trainer = Trainer(tiny_config(tmp_path, out=str(tmp_path / "run2"), epochs=50), [plant])
+    try:
+        assert trainer.fit() is RunOutcome.STOPPED
+    finally:
+        trainer.close()
+    assert not list(elsewhere.iterdir())  # no request written through the link
+    said = [event.message for event in seen if isinstance(event, ev.Notice)]
+    assert sum("0007-y.json" in line for line in said) == 1  # said once, not at every batch
+    assert sum("run2/STOP is not a file" in line for line in said) == 1

@@ -185,7 +185,7 @@ def reserve(descriptor: int, size: int, path: Path) -> None:
             return
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise CacheError(
-                f"the image cache needs {size / 2**30:.2f} GiB in {path.parent} and that disk is full: "
+                f"the image cache needs {size / 2**20:,.1f} MiB in {path.parent} and that disk is full: "
                 "free space there, set XDG_CACHE_HOME to a larger disk, or pass --cache off"
             ) from None
         raise

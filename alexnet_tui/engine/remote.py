@@ -56,9 +56,13 @@ class RemoteControl:
             raise UsageError(f"{self.run_dir}: the run is not running any more (see alexnet-tui runs); nothing sent")
         folder = self.run_dir / CONTROL_DIR
         folder.mkdir(exist_ok=True)
+        if folder.is_symlink() or not folder.is_dir():  # never a request written through a planted link
+            raise UsageError(f"{folder} is not a directory of this run (a link?); nothing sent")
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         temp = folder / f".{name}.tmp"
-        temp.write_text(json.dumps({"command": command, "sender": self.sender, "time": time.time()}))
+        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(json.dumps({"command": command, "sender": self.sender, "time": time.time()}))
         os.replace(temp, folder / f"{name}.json")
 
     def pause(self) -> None:

@@ -27,7 +27,8 @@ COMMANDS = ("pause", "resume", "evaluate", "stop")
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")  # any of these means the folder holds a run
 # What a run writes in its folder: each is opened or replaced through no link, and a link under one
 # of these names found at a resume is refused.
-OWN_FILES = (*RUN_FILES, "config.toml", "train.log", "stderr.log", "evaluation-val.json", "evaluation-test.json")
+OWN_FILES = (*RUN_FILES, "config.toml", "train.log", "stderr.log", "evaluation-val.json", "evaluation-test.json",
+             "tensorboard")  # fmt: skip
 OUR_REQUEST = re.compile(r"\d{20}-[0-9a-f]{8}\.json|\.\d{20}-[0-9a-f]{8}\.tmp")  # RemoteControl.send's names
 MAX_REQUEST_BYTES = 4096  # a request is one small JSON object; anything larger is not one
 
@@ -89,6 +90,7 @@ class RunDirectory:
         self.path = path
         self._lock_fd: int | None = lock_fd
         self._control_refused = False  # said once that control/ is not a directory of ours
+        self._said_once: set[str] = set()  # a STOP directory, requests that could not be set aside
 
     @classmethod
     def claim(cls, config: TrainConfig, resumed_from: str | None) -> RunDirectory:
@@ -178,9 +180,16 @@ class RunDirectory:
         nothing in control/ can block, crash or fail the run."""
         requests, said = [], []
         stop = self.path / STOP_FILE
-        if stop.exists():
-            stop.unlink(missing_ok=True)
+        try:
+            os.unlink(stop)
             requests.append(Request("stop", "a STOP file in the run directory"))
+        except FileNotFoundError:
+            pass
+        except OSError as error:  # `mkdir STOP`: taken as meant, said once, the folder left alone
+            requests.append(Request("stop", "a STOP directory in the run directory"))
+            if "STOP" not in self._said_once:
+                self._said_once.add("STOP")
+                said.append(f"{stop} is not a file ({error.strerror}): taken as a stop request; remove it to resume")
         try:
             folder = os.open(self.path / CONTROL_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -198,11 +207,17 @@ class RunDirectory:
                 if name.startswith(".") or not name.endswith(".json"):
                     continue  # a request still being written (temp name), or one set aside
                 record, owner = read_request(folder, name)
+                if name in self._said_once:
+                    continue  # could not be set aside: left as it is, read no more
                 if isinstance(record, str) or record.get("command") not in COMMANDS:
                     why = record if isinstance(record, str) else "names no command (pause, resume, evaluate, stop)"
-                    said.append(f"request {CONTROL_DIR}/{name} {why}: set aside as {CONTROL_DIR}/.refused-{name}")
-                    with contextlib.suppress(OSError):
+                    try:
                         os.rename(name, f".refused-{name}", src_dir_fd=folder, dst_dir_fd=folder)
+                        said.append(f"request {CONTROL_DIR}/{name} {why}: set aside as {CONTROL_DIR}/.refused-{name}")
+                    except OSError as error:
+                        self._said_once.add(name)
+                        said.append(f"request {CONTROL_DIR}/{name} {why}; it could not be set aside "
+                                    f"({error.strerror}): left as it is, not read again")  # fmt: skip
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=folder)
