@@ -17,6 +17,7 @@ from pathlib import Path
 
 from alexnet_tui.engine.run_dir import COMMANDS, CONTROL_DIR, lock_is_held, lock_owner
 from alexnet_tui.errors import UsageError
+from alexnet_tui.safe_files import replace_text
 
 
 def run_is_live(run_dir: Path) -> bool:
@@ -58,12 +59,9 @@ class RemoteControl:
         folder.mkdir(exist_ok=True)
         if folder.is_symlink() or not folder.is_dir():  # never a request written through a planted link
             raise UsageError(f"{folder} is not a directory of this run (a link?); nothing sent")
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        temp = folder / f".{name}.tmp"
-        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(json.dumps({"command": command, "sender": self.sender, "time": time.time()}))
-        os.replace(temp, folder / f"{name}.json")
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+        # Written aside (exclusively, under a name nobody can guess) and renamed: the run never reads half.
+        replace_text(folder / name, json.dumps({"command": command, "sender": self.sender, "time": time.time()}))
 
     def pause(self) -> None:
         self.send("pause")

@@ -29,7 +29,9 @@ RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")  # any of these means the fo
 # of these names found at a resume is refused.
 OWN_FILES = (*RUN_FILES, "config.toml", "train.log", "stderr.log", "evaluation-val.json", "evaluation-test.json",
              "tensorboard")  # fmt: skip
-OUR_REQUEST = re.compile(r"\d{20}-[0-9a-f]{8}\.json|\.\d{20}-[0-9a-f]{8}\.tmp")  # RemoteControl.send's names
+# RemoteControl.send's names: the request, and its temp name while replace_text writes it (or, from
+# earlier versions, .NAME.tmp)
+OUR_REQUEST = re.compile(r"\d{20}-[0-9a-f]{8}\.json|\.\d{20}-[0-9a-f]{8}(\.json\.[0-9a-f]{16})?\.tmp")
 MAX_REQUEST_BYTES = 4096  # a request is one small JSON object; anything larger is not one
 
 
@@ -89,8 +91,7 @@ class RunDirectory:
     def __init__(self, path: Path, lock_fd: int) -> None:
         self.path = path
         self._lock_fd: int | None = lock_fd
-        self._control_refused = False  # said once that control/ is not a directory of ours
-        self._said_once: set[str] = set()  # a STOP directory, requests that could not be set aside
+        self._said_once: set[str] = set()  # control/ not a directory, a STOP directory, requests not set aside
 
     @classmethod
     def claim(cls, config: TrainConfig, resumed_from: str | None) -> RunDirectory:
@@ -123,17 +124,7 @@ class RunDirectory:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(lock_fd)
-            owner = lock_owner(path)
-            if owner_is_gone(owner):  # held, but not by the run it names: a reader's shared lock
-                raise UsageError(
-                    f"{path / LOCK_FILE} is held by a process that is not a run (pid {owner.get('pid')}, which it "
-                    f"names, has ended): see fuser {path / LOCK_FILE}, and try again once it lets go"
-                ) from None
-            who = f" (pid {owner.get('pid')} on {owner.get('host')})" if owner else ""
-            raise UsageError(
-                f"--out {path}: another run{who} is writing there; attach to it (alexnet-tui attach {path}) "
-                "or choose another --out"
-            ) from None
+            raise held_elsewhere(path) from None
         directory = cls(path, lock_fd)
         try:
             directory._take_over()
@@ -195,8 +186,8 @@ class RunDirectory:
         except FileNotFoundError:
             return requests, said
         except OSError as error:  # a link or a file where the folder should be: never followed
-            if not self._control_refused:
-                self._control_refused = True
+            if CONTROL_DIR not in self._said_once:
+                self._said_once.add(CONTROL_DIR)
                 said.append(
                     f"{self.path / CONTROL_DIR} is not a directory of this run ({error.strerror}); requests are not "
                     "read until it is one (remove it: the next run makes it)"
@@ -206,9 +197,9 @@ class RunDirectory:
             for name in sorted(os.listdir(folder)):
                 if name.startswith(".") or not name.endswith(".json"):
                     continue  # a request still being written (temp name), or one set aside
-                record, owner = read_request(folder, name)
                 if name in self._said_once:
                     continue  # could not be set aside: left as it is, read no more
+                record, owner = read_request(folder, name)
                 if isinstance(record, str) or record.get("command") not in COMMANDS:
                     why = record if isinstance(record, str) else "names no command (pause, resume, evaluate, stop)"
                     try:
@@ -235,6 +226,22 @@ class RunDirectory:
             self._lock_fd = None
 
 
+def held_elsewhere(path: Path) -> UsageError:
+    """What to say of a folder whose lock another process holds: the run it names, or, where that run
+    has ended, a process that is not a run (a reader's shared lock)."""
+    owner = lock_owner(path)
+    if owner_is_gone(owner):
+        return UsageError(
+            f"{path / LOCK_FILE} is held by a process that is not a run (pid {owner.get('pid')}, which it "
+            f"names, has ended): see fuser {path / LOCK_FILE}, and try again once it lets go"
+        )
+    who = f" (pid {owner.get('pid')} on {owner.get('host')})" if owner else ""
+    return UsageError(
+        f"--out {path}: another run{who} is writing there; attach to it (alexnet-tui attach {path}) "
+        "or choose another --out"
+    )
+
+
 def check_new_or_empty(path: Path) -> None:
     """A new run starts only in a new or empty folder: one that holds anything (a run, a user's files)
     is refused before it is touched."""
@@ -249,12 +256,7 @@ def check_new_or_empty(path: Path) -> None:
     except OSError as error:
         raise UsageError(f"--out {path}: cannot read it ({error.strerror}); choose another --out") from None
     if LOCK_FILE in names and lock_is_held(path):
-        owner = lock_owner(path)
-        who = f" (pid {owner.get('pid')} on {owner.get('host')})" if owner else ""
-        raise UsageError(
-            f"--out {path}: another run{who} is writing there; attach to it (alexnet-tui attach {path}) "
-            "or choose another --out"
-        )
+        raise held_elsewhere(path)
     if any(name in RUN_FILES for name in names):
         raise UsageError(f"--out {path} already holds a run; continue it with --resume {path} or choose another --out")
     if names:
