@@ -48,6 +48,20 @@ def per_batch_reports(monkeypatch):
     monkeypatch.setattr("alexnet_tui.engine.trainer.REPORT_INTERVAL_S", 0.0)
 
 
+@pytest.fixture
+def val_loss_never_improves(monkeypatch):
+    """Validation reports val_loss 1, 2, 3... (epoch 1 alone is a best): for --patience."""
+    from alexnet_tui.engine import trainer
+
+    evaluate = trainer.evaluate
+
+    def never_better(run, split, emit, stop_now, **kwargs):
+        result = evaluate(run, split, emit, stop_now, **kwargs)
+        return None if result is None else (float(run.progress.epoch), result[1])
+
+    monkeypatch.setattr(trainer, "evaluate", never_better)
+
+
 def stop_at(epoch: int, batch: int, control, seen: list) -> Callable:
     """A subscriber keeping every event in `seen` and asking `control` to stop after that batch."""
 

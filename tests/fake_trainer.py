@@ -7,6 +7,7 @@ import dataclasses
 import math
 import shutil
 import tempfile
+import time
 import weakref
 from pathlib import Path
 
@@ -15,6 +16,19 @@ from alexnet_tui.engine import Control, RunOutcome, RunPosition, RunState
 from alexnet_tui.engine import events as ev
 
 EPOCHS, BATCHES = 2, 6
+PACE_S = 0.1  # a batch of the paced trainer: keys land mid-epoch
+
+
+def PacedTrainer(config: TrainConfig, subscribers=(), control: Control | None = None):  # noqa: N802 - a factory
+    """The real engine at a human pace: the tiny model trains an epoch faster than a key press, and
+    tests press keys mid-run. Each batch is reported on its own, and its report takes PACE_S."""
+    from alexnet_tui.engine.trainer import Trainer
+
+    def pace(event: ev.Event) -> None:
+        if isinstance(event, ev.BatchEnd):
+            time.sleep(PACE_S)
+
+    return Trainer(config, [*subscribers, pace], control, report_every_s=0.0)
 
 
 class ScriptedTrainer:

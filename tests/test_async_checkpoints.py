@@ -39,7 +39,7 @@ def test_saves_are_written_off_the_training_thread_from_a_snapshot(tmp_path, mon
 
     def on_event(event: ev.Event) -> None:
         if isinstance(event, ev.EpochEnd):
-            at_epoch_end[event.epoch] = weights(trainer.model)
+            at_epoch_end[event.epoch] = weights(trainer.run.model)
         elif isinstance(event, ev.BestCheckpoint):
             bests.append(event.epoch)
         elif isinstance(event, ev.BatchEnd) and event.epoch == 3:
@@ -61,7 +61,7 @@ def test_saves_are_written_off_the_training_thread_from_a_snapshot(tmp_path, mon
     assert threading.current_thread() not in savers
     assert set(written[2]) == set(at_epoch_end[2])
     assert all(torch.equal(written[2][name], at_epoch_end[2][name]) for name in at_epoch_end[2])
-    later = weights(trainer.model)
+    later = weights(trainer.run.model)
     assert any(not torch.equal(later[name], at_epoch_end[2][name]) for name in later)  # training did move on
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     assert all(torch.equal(best["model"][name], at_epoch_end[best["best_epoch"]][name]) for name in best["model"])
@@ -152,24 +152,6 @@ def test_the_snapshot_is_a_copy_and_saves_go_one_after_another(tmp_path):
     assert torch.load(tmp_path / "next.pt", weights_only=True)["model"]["w"].eq(1).all()
 
 
-def test_a_paced_save_is_written_in_pieces_and_a_wait_finishes_it_at_once(tmp_path, monkeypatch):
-    """Spread over an epoch so the next epoch's first steps do not pay for it; a stop or the next
-    save (wait) does not sit out the pacing. The file is whole and synced piece by piece."""
-    synced: list[int] = []
-    monkeypatch.setattr(checkpoint_module.os, "fdatasync", lambda fd: synced.append(fd))
-    monkeypatch.setattr(checkpoint_module._Pieces, "SYNC_BYTES", 8 << 20)
-    writer = CheckpointWriter()
-    big = torch.arange(10 << 20, dtype=torch.float32)  # 40 MB: ten pieces
-    writer.stage({"model": {"w": big}}, tmp_path / "last.pt")
-    writer.submit(spread_s=3600)  # an hour: this test would time out if wait() sat it out
-    writer._thread.join(0.5)
-    assert writer._thread.is_alive()  # paced: still writing, not done in one go
-    writer.wait()
-    assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"], big)
-    assert len(synced) >= 4  # 40 MB in 8 MB syncs, then the final fsync
-    assert not list(tmp_path.glob(".*tmp*"))
-
-
 def test_a_failed_write_undoes_what_it_recorded_for_it_and_those_after_it(tmp_path):
     writer = CheckpointWriter()
     undone: list[str] = []
@@ -192,43 +174,36 @@ def test_a_really_full_disk_is_reported_as_such(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
-def test_the_first_save_copies_into_buffers_made_beforehand_and_keeps_the_layout(tmp_path):
+def test_saves_one_after_another_write_each_snapshot_in_the_source_layout(tmp_path):
+    """The snapshot buffers are reused from one save to the next: the second file holds the second
+    snapshot, channels_last weights stay so."""
     writer = CheckpointWriter()
     live = {"model": {"w": torch.randn(4, 3, 5, 5).contiguous(memory_format=torch.channels_last)}}
-    writer.reserve(live)  # in the background, while the first epoch trains
-    writer.wait()
-    reserved = writer._buffers[("model", "w")]
-    writer.stage(live, tmp_path / "last.pt")
+    writer.stage(live, tmp_path / "first.pt")
     writer.submit()
-    writer.stage(live, tmp_path / "last.pt")
+    live["model"]["w"] += 1
+    writer.stage(live, tmp_path / "second.pt")
     writer.submit()
     writer.wait()
-    assert writer._buffers[("model", "w")] is reserved  # reused, not made again at every save
-    saved = torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"]
-    assert torch.equal(saved, live["model"]["w"]) and saved.is_contiguous(memory_format=torch.channels_last)
+    first = torch.load(tmp_path / "first.pt", weights_only=True)["model"]["w"]
+    saved = torch.load(tmp_path / "second.pt", weights_only=True)["model"]["w"]
+    assert torch.equal(saved, live["model"]["w"]) and torch.equal(first + 1, saved)
+    assert saved.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_each_save_is_paced_over_the_fastest_epoch_capped_and_the_last_is_not(tmp_path, monkeypatch):
-    from alexnet_tui.engine import trainer as trainer_module
+def test_the_first_and_the_last_saves_are_waited_for_and_those_between_are_not(tmp_path, monkeypatch):
+    """The first: until a last.pt is on disk a kill -9 leaves nothing to resume. The last: the final
+    report reads best.pt. Between, the write overlaps the next epoch."""
+    from alexnet_tui.engine.saving import RunCheckpoints
 
-    spreads: list[float] = []
-    real_submit = CheckpointWriter.submit
+    waited: list[bool] = []
+    real_save_last = RunCheckpoints.save_last
 
-    def recording(self: CheckpointWriter, spread_s: float = 0.0) -> None:
-        spreads.append(spread_s)
-        real_submit(self, spread_s)
+    def recording(self: RunCheckpoints, wait: bool = True) -> Path:
+        waited.append(wait)
+        return real_save_last(self, wait)
 
-    monkeypatch.setattr(CheckpointWriter, "submit", recording)
-    events: list[ev.Event] = []
-    trainer = Trainer(tiny_config(tmp_path, epochs=3), [events.append])
-    assert trainer.fit() is RunOutcome.FINISHED
-    trainer.close()
-    seconds = [e.seconds for e in events if isinstance(e, ev.EpochEnd)]
-    # The first and the last are written at once (waited for); the ones between are paced.
-    assert spreads == pytest.approx([0.0, 0.75 * min(seconds[:2]), 0.0])
-    spreads.clear()
-    monkeypatch.setattr(trainer_module, "MAX_SAVE_SPREAD_S", 1e-3)  # on disk soon after "Saving Model!"
-    trainer = Trainer(tiny_config(tmp_path / "capped", epochs=3), [])
-    assert trainer.fit() is RunOutcome.FINISHED
-    trainer.close()
-    assert spreads == [0.0, 1e-3, 0.0]
+    monkeypatch.setattr(RunCheckpoints, "save_last", recording)
+    with Trainer(tiny_config(tmp_path, epochs=3), []) as trainer:
+        assert trainer.fit() is RunOutcome.FINISHED
+    assert waited == [True, False, True]

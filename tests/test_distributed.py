@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from alexnet_tui.cli import main
+from alexnet_tui.engine.boundary import Boundary, Decision
 from alexnet_tui.engine.checkpoint import load_checkpoint
-from alexnet_tui.engine.control import Control
+from alexnet_tui.engine.control import Control, Wants
 from alexnet_tui.engine.distributed import Ranks
-from alexnet_tui.engine.steering import Steering
-from alexnet_tui.engine.training_state import RunProgress
 from alexnet_tui.metrics import read_metrics
 from tests.conftest import ROOT, TINY_ARGS
 
@@ -81,41 +80,27 @@ def test_two_gloo_processes_train_as_one_and_resume_on_one(tmp_path, monkeypatch
     assert "resuming at epoch 04, batch 0" in out and "epoch 04, loss:" in out
 
 
-class OneRankOfTwo(Steering):
-    """The batch-boundary logic of one rank of two, with the agreement between the ranks scripted."""
-
-    def __init__(self, rank: int) -> None:
-        self.ranks, self.control, self.run_dir = Ranks(rank, rank, 2), Control(), None
-        self.device, self.progress = torch.device("cpu"), RunProgress(batch=8)  # a batch the ranks agree at
-        self._agreed_stop = self._agreed_pause = False
-        self._last_poll = 0.0
-        self.agreements, self.stopped_at_agreement = 0, None
-
-    def _state(self, state) -> None:
-        pass
-
-    def _stop(self, epoch: int) -> None:
-        self.stopped_at_agreement = self.agreements
-
-
 @pytest.mark.parametrize("rank", [0, 1])
 def test_a_signal_after_the_ranks_agreed_to_pause_waits_for_the_next_agreement(monkeypatch, rank):
     """SIGINT lands on one rank just after the ranks agreed to pause (rank 1 has mirrored the pause).
     A stop also lifts a pause: that rank must neither train on alone nor stop alone, either way leaving
     the other rank waiting in a collective. It stops at the next agreement, which the other rank joins
     with the same answer."""
-    this = OneRankOfTwo(rank)
+    control = Control()
     if rank == 0:
-        this.control.pause()  # the user's pause, which rank 0 holds
+        control.pause()  # the user's pause, which rank 0 holds
+    asked: list[Wants] = []
 
-    def agree(stop, pause, evaluate, ranks, device):
-        this.agreements += 1
-        if this.agreements == 1:
-            return False, True, False  # what the ranks asked: pause
-        return stop, True, False  # the other rank learns this one's stop in this agreement
+    def agree(wants, ranks, device):
+        asked.append(wants)
+        if len(asked) == 1:
+            return Wants.PAUSE  # what the ranks asked: pause
+        return (wants & Wants.STOP) | Wants.PAUSE  # the other rank learns this one's stop in this agreement
 
-    monkeypatch.setattr("alexnet_tui.engine.steering.agree", agree)
-    assert this._requests_at_boundary() == (False, True)
-    this.control.request_stop("SIGINT received")  # the signal, right after the agreement
-    assert this._at_boundary(epoch=1, evaluate_now=False) is False
-    assert this.stopped_at_agreement == 2
+    monkeypatch.setattr("alexnet_tui.engine.boundary.agree", agree)
+    boundary = Boundary(control, Ranks(rank, rank, 2), torch.device("cpu"), None, lambda event: None)
+    assert boundary.decide(batch=8) is Decision.PAUSE  # a batch the ranks agree at
+    assert control.paused  # rank 1 mirrors rank 0's pause, to wait on it
+    control.request_stop("SIGINT received")  # the signal, right after the agreement
+    assert boundary.decide(batch=9) is Decision.GO and len(asked) == 1  # no agreement between: nothing alone
+    assert boundary.decide() is Decision.STOP and len(asked) == 2  # paused: every rank agrees each time round

@@ -132,13 +132,13 @@ def test_nan_loss_fails_clearly_and_keeps_the_best(tmp_path):
     events: list[ev.Event] = []
     trainer = Trainer(tiny_config(tmp_path, epochs=3), [events.append])
     trainer.prepare()
-    forward = trainer.model.forward
+    forward = trainer.run.model.forward
 
     def poisoned(images):
         out = forward(images)
         return out * float("nan") if trainer.position().epoch == 2 else out
 
-    trainer.model.forward = poisoned
+    trainer.run.model.forward = poisoned
     assert trainer.fit() is RunOutcome.FAILED
     failure = [e for e in events if isinstance(e, ev.Failed)][0]
     assert "loss became nan" in failure.message and "--lr" in failure.message

@@ -110,7 +110,7 @@ def test_no_verify_loads_the_file_replaces_the_head_and_freeze_trains_the_classi
     events: list[ev.Event] = []
     with Trainer(config, [events.append]) as trainer:
         trainer.prepare()
-        model = trainer.model
+        model = trainer.run.model
         assert model.classifier[6].out_features == 3
         state = model.state_dict()
         for key, value in imagenet_file.state.items():
@@ -118,11 +118,11 @@ def test_no_verify_loads_the_file_replaces_the_head_and_freeze_trains_the_classi
                 assert torch.equal(state[key], value), key
         assert not torch.equal(state["classifier.6.weight"], imagenet_file.state["classifier.6.weight"][:3])
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimized = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+        optimized = [p for group in trainer.run.optimizer.param_groups for p in group["params"]]
         assert len(optimized) == len(trainable) == 6  # the classifier's three Linear layers
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        images, labels = next(iter(trainer._loader("train")))
-        trainer._train_step(images, labels, 1)
+        images, labels = next(iter(trainer.run.loader("train")))
+        trainer.train_step(images, labels, 1)
         after = model.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("features."))
         assert all(not torch.equal(before[k], after[k]) for k in before if k.startswith("classifier."))
@@ -205,7 +205,7 @@ def test_resume_keeps_the_architecture_and_refuses_another(tmp_path, capsys, ima
     seen: list[ev.Event] = []
     with Trainer(config, [seen.append]) as resumed:
         resumed.prepare()
-        assert resumed.model.arch == "torchvision" and resumed.model.features[0].out_channels == 64
+        assert resumed.run.model.arch == "torchvision" and resumed.run.model.features[0].out_channels == 64
     assert not any(isinstance(e, ev.Notice) and "ImageNet" in e.message for e in seen)  # weights from last.pt
     # The identity is said first, not what `--arch tutorial` with the run's --pretrained would break.
     assert main(["--no-ui", "--resume", str(run), "--arch", "tutorial"]) == 2

@@ -78,16 +78,7 @@ def test_onecycle_lrs_go_on_exactly_after_a_resume_mid_epoch(tmp_path, per_batch
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
 
 
-def test_patience_stops_early_with_a_notice_and_reports_on_best(tmp_path, monkeypatch):
-    evaluate = Trainer.evaluate
-
-    def never_better(self, split="val", checkpoint=None, model=None, requested=False):
-        result = evaluate(self, split, checkpoint, model, requested)
-        if result is None or checkpoint is not None or requested:
-            return result
-        return float(self.progress.epoch), result[1]  # val_loss 1, 2, 3...: only epoch 1 is a best
-
-    monkeypatch.setattr(Trainer, "evaluate", never_better)
+def test_patience_stops_early_with_a_notice_and_reports_on_best(tmp_path, val_loss_never_improves):
     events: list[ev.Event] = []
     config = tiny_config(tmp_path, epochs=6, patience=1, limit_batches=1, amp="off")
     with Trainer(config, [events.append]) as trainer:
@@ -152,8 +143,8 @@ def test_the_recipe_is_one_line_of_options_in_the_log():
 def test_recipe_options_are_recorded_and_the_optimizer_follows_weight_decay(tmp_path):
     with Trainer(tiny_config(tmp_path, weight_decay=0.05, label_smoothing=0.1)) as trainer:
         trainer.prepare()
-        assert type(trainer.optimizer).__name__ == "AdamW" and trainer.optimizer.defaults["fused"]
-        assert trainer.criterion.label_smoothing == 0.1 and trainer.eval_criterion.label_smoothing == 0.0
+        assert type(trainer.run.optimizer).__name__ == "AdamW" and trainer.run.optimizer.defaults["fused"]
+        assert trainer.run.criterion.label_smoothing == 0.1 and trainer.run.eval_criterion.label_smoothing == 0.0
     text = (tmp_path / "run" / "config.toml").read_text()
     assert "weight_decay = 0.05" in text and "label_smoothing = 0.1" in text and 'arch = "tutorial"' in text
     with pytest.raises(UsageError, match="--weight-decay 0.05 would change what this run is"):

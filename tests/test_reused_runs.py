@@ -40,19 +40,12 @@ def files_in(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
 
 
-class BestAtEpochOne(Trainer):
-    """The real engine, with val_loss 1, 2, 3 by epoch: best.pt is epoch 1's, last.pt epoch 3's."""
-
-    def evaluate(self, split="val", checkpoint=None, model=None):
-        result = super().evaluate(split, checkpoint, model)
-        if result is None or checkpoint is not None:  # stopped, or the final report on best.pt
-            return result
-        return float(self.progress.epoch), result[1]
-
-
 # ---- 1. a stop during the final evaluation -----------------------------------------------------
-def test_stop_in_final_evaluation_keeps_last_weights_and_resume_reports(tmp_path, monkeypatch, capsys):
-    """A stop during the final evaluation of best.pt must not overwrite last.pt with best.pt's weights."""
+def test_stop_in_final_evaluation_keeps_last_weights_and_resume_reports(
+    tmp_path, monkeypatch, capsys, val_loss_never_improves
+):
+    """A stop during the final evaluation of best.pt must not overwrite last.pt with best.pt's weights
+    (val_loss 1, 2, 3 by epoch: best.pt is epoch 1's, last.pt epoch 3's)."""
     run = tmp_path / "run"
     control = Control()
     events: list[ev.Event] = []
@@ -64,7 +57,7 @@ def test_stop_in_final_evaluation_keeps_last_weights_and_resume_reports(tmp_path
             at_final.update(weights(run / "last.pt"))  # saved at the end of epoch 3
             control.request_stop("stop in the final report")
 
-    with BestAtEpochOne(tiny_config(tmp_path, epochs=3), [stop_in_final_evaluation], control) as trainer:
+    with Trainer(tiny_config(tmp_path, epochs=3), [stop_in_final_evaluation], control) as trainer:
         assert trainer.fit() is RunOutcome.STOPPED
     assert [e.epoch for e in events if isinstance(e, ev.BestCheckpoint)] == [1]
     stopped = [e for e in events if isinstance(e, ev.Stopped)]
@@ -297,7 +290,7 @@ async def test_a_stop_before_training_began_does_not_stop_the_next_start(tmp_pat
             if StopsWhilePreparing.calls == 1:
                 self.control.request_stop("x pressed")
                 raise StoppedBeforeStart("x pressed")
-            super().prepare()
+            return super().prepare()
 
     app = AlexNetApp(tiny_config(tmp_path, epochs=1), trainer_factory=StopsWhilePreparing)
     async with app.run_test(size=(100, 30), notifications=True) as pilot:

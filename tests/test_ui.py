@@ -1,18 +1,16 @@
 import asyncio
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, RichLog
 
 from alexnet_tui.config import TrainConfig
-from alexnet_tui.engine import Trainer
 from alexnet_tui.ui.app import AlexNetApp
 from alexnet_tui.ui.widgets.tables import BatchTable
 from tests.conftest import jpeg_bytes, tiny_config
-from tests.fake_trainer import ScriptedTrainer
+from tests.fake_trainer import PacedTrainer, ScriptedTrainer
 
 
 async def wait_for(pilot, condition, timeout: float = 120) -> None:
@@ -29,18 +27,8 @@ def rows(app: AlexNetApp, table: str = "#batches") -> int:
     return widget.row_count
 
 
-class PacedTrainer(Trainer):
-    """The real engine at a human pace: the tiny model trains an epoch faster than a key press,
-    and these tests press keys mid-run."""
-
-    def _train_step(self, *args, **kwargs):
-        time.sleep(0.1)
-        return super()._train_step(*args, **kwargs)
-
-
 @pytest.fixture
-def paced(monkeypatch):
-    monkeypatch.setattr("alexnet_tui.engine.trainer.REPORT_INTERVAL_S", 0.0)  # an event per batch
+def paced():
     return PacedTrainer
 
 
@@ -71,17 +59,10 @@ async def test_start_streams_rows_and_finishes_with_checkpoints(tmp_path):
 
 
 @pytest.mark.asyncio
-async def test_early_stopping_is_said_and_leaves_a_full_bar_without_an_eta(tmp_path, monkeypatch, per_batch_reports):
+async def test_early_stopping_is_said_and_leaves_a_full_bar_without_an_eta(
+    tmp_path, val_loss_never_improves, per_batch_reports
+):
     """--patience ends the run at epoch 2 of 6: the log says why, the run bar is full, no ETA is left."""
-    evaluate = Trainer.evaluate
-
-    def never_better(self, split="val", checkpoint=None, model=None, requested=False):
-        result = evaluate(self, split, checkpoint, model, requested)
-        if result is None or checkpoint is not None or requested:
-            return result
-        return float(self.progress.epoch), result[1]  # val_loss 1, 2, ...: only epoch 1 is a best
-
-    monkeypatch.setattr(Trainer, "evaluate", never_better)
     app = AlexNetApp(tiny_config(tmp_path, epochs=6, patience=1, limit_batches=2))
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await pilot.press("s")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import zlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
@@ -27,11 +26,9 @@ class CheckpointSaveError(OSError):
     """Saving failed (disk full, folder gone, no permission); the previous file is untouched."""
 
 
-def save_checkpoint(payload: dict[str, Any], path: str | Path, on_written: Callable[[int], None] | None = None) -> Path:
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     """Write to a temp file beside the target, fsync, then os.replace: a reader sees the old file
-    or the new one, never half of one, even if the process dies mid-write. With on_written, the file
-    is written in pieces, each synced to disk as it goes, and on_written(bytes) is called after each
-    (the background writer paces itself there)."""
+    or the new one, never half of one, even if the process dies mid-write."""
     path = Path(path)
     temp = unguessable_temp(path)  # created exclusively: never a name another user linked in first
     try:
@@ -43,7 +40,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, on_written: Calla
             crc32 = torch.serialization.get_crc32_options()
             torch.serialization.set_crc32_options(False)
             try:
-                torch.save(payload, file if on_written is None else _Pieces(file, on_written))
+                torch.save(payload, file)
             finally:
                 torch.serialization.set_crc32_options(crc32)
             file.flush()
@@ -68,35 +65,6 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, on_written: Calla
         temp.unlink(missing_ok=True)
         raise
     return path
-
-
-class _Pieces:
-    """A file torch.save writes to in pieces of PIECE_BYTES, reported to on_written; every SYNC_BYTES
-    are handed to the disk (fdatasync) so the final fsync is not one burst of writeback."""
-
-    PIECE_BYTES = 4 << 20
-    SYNC_BYTES = 64 << 20
-
-    def __init__(self, file: BinaryIO, on_written: Callable[[int], None]) -> None:
-        self.file, self.on_written = file, on_written
-        self.name = file.name  # what a file object says it is, for whoever reports on it
-        self.unsynced = 0
-
-    def write(self, data: bytes | memoryview) -> int:
-        view = memoryview(data).cast("B")
-        for start in range(0, len(view), self.PIECE_BYTES):
-            piece = view[start : start + self.PIECE_BYTES]
-            self.file.write(piece)
-            self.unsynced += len(piece)
-            if self.unsynced >= self.SYNC_BYTES:
-                self.file.flush()
-                getattr(os, "fdatasync", os.fsync)(self.file.fileno())  # macOS, Windows: fsync
-                self.unsynced = 0
-            self.on_written(len(piece))
-        return len(view)
-
-    def flush(self) -> None:
-        self.file.flush()
 
 
 REQUIRED = {"model": dict, "num_classes": int, "image_size": int}  # what every reader of a checkpoint needs

@@ -10,6 +10,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from alexnet_tui.engine.control import Wants
 from alexnet_tui.errors import UsageError
 
 T = TypeVar("T")
@@ -63,14 +64,16 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def agree(stop: bool, pause: bool, evaluate: bool, ranks: Ranks, device: torch.device) -> tuple[bool, bool, bool]:
+def agree(wants: Wants, ranks: Ranks, device: torch.device) -> Wants:
     """What every rank does at this batch: a stop on any rank (Ctrl+C reaches them all) is
     everyone's; pause and evaluate-now are rank 0's, which alone reads the requests."""
-    own = [stop, pause and ranks.main, evaluate and ranks.main]
-    flags = torch.tensor([1.0 if flag else 0.0 for flag in own], device=device)
+    own = wants if ranks.main else wants & Wants.STOP
+    flags = torch.tensor([1.0 if want in own else 0.0 for want in Wants], device=device)
     dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    agreed_stop, agreed_pause, agreed_evaluate = (bool(value) for value in flags.tolist())
-    return agreed_stop, agreed_pause, agreed_evaluate
+    agreed = Wants.NOTHING
+    for want, flag in zip(Wants, flags.tolist(), strict=True):
+        agreed |= want if flag else Wants.NOTHING
+    return agreed
 
 
 def weights_agree(model: torch.nn.Module, device: torch.device) -> bool:

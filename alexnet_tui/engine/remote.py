@@ -15,7 +15,8 @@ import time
 import uuid
 from pathlib import Path
 
-from alexnet_tui.engine.run_dir import COMMANDS, CONTROL_DIR, lock_is_held, lock_owner
+from alexnet_tui.engine.control import Command
+from alexnet_tui.engine.run_dir import CONTROL_DIR, lock_is_held, lock_owner
 from alexnet_tui.errors import UsageError
 from alexnet_tui.safe_files import replace_text
 
@@ -50,9 +51,10 @@ class RemoteControl:
         if not os.access(folder if folder.exists() else self.run_dir, os.W_OK):
             raise UsageError(f"{self.run_dir}: you may not write to it, so you can watch this run but not steer it")
 
-    def send(self, command: str) -> None:
-        """One request file, written under a temp name and renamed, so the run never reads half."""
-        assert command in COMMANDS
+    def send(self, command: Command, sender: str = "") -> None:
+        """One request file, written under a temp name and renamed, so the run never reads half (the
+        sender is this process, whoever asks)."""
+        command = Command(command)
         if not run_is_live(self.run_dir):
             raise UsageError(f"{self.run_dir}: the run is not running any more (see alexnet-tui runs); nothing sent")
         folder = self.run_dir / CONTROL_DIR
@@ -61,19 +63,19 @@ class RemoteControl:
             raise UsageError(f"{folder} is not a directory of this run (a link?); nothing sent")
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
         # Written aside (exclusively, under a name nobody can guess) and renamed: the run never reads half.
-        replace_text(folder / name, json.dumps({"command": command, "sender": self.sender, "time": time.time()}))
+        replace_text(folder / name, json.dumps({"command": command.value, "sender": self.sender, "time": time.time()}))
 
     def pause(self) -> None:
-        self.send("pause")
+        self.send(Command.PAUSE)
 
     def resume(self) -> None:
-        self.send("resume")
+        self.send(Command.RESUME)
 
     def request_evaluation(self) -> None:
-        self.send("evaluate")
+        self.send(Command.EVALUATE)
 
     def request_stop(self, reason: str = "stop requested") -> None:
-        self.send("stop")
+        self.send(Command.STOP)
 
 
 def describe_owner(run_dir: Path) -> str:

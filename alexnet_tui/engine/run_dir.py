@@ -17,13 +17,13 @@ from datetime import datetime
 from pathlib import Path
 
 from alexnet_tui.config import TrainConfig, to_toml
+from alexnet_tui.engine.control import Command
 from alexnet_tui.errors import UsageError
 from alexnet_tui.safe_files import replace_text
 
 STOP_FILE = "STOP"
 LOCK_FILE = ".lock"
 CONTROL_DIR = "control"  # request files from `alexnet-tui attach`, read by the run at batch boundaries
-COMMANDS = ("pause", "resume", "evaluate", "stop")
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")  # any of these means the folder holds a run
 # What a run writes in its folder: each is opened or replaced through no link, and a link under one
 # of these names found at a resume is refused.
@@ -37,7 +37,7 @@ MAX_REQUEST_BYTES = 4096  # a request is one small JSON object; anything larger 
 
 @dataclass(frozen=True)
 class Request:
-    command: str  # one of COMMANDS
+    command: Command
     sender: str  # who asked, in words: "alice@laptop (pid 123)", "a STOP file in the run directory"
 
 
@@ -173,11 +173,11 @@ class RunDirectory:
         stop = self.path / STOP_FILE
         try:
             os.unlink(stop)
-            requests.append(Request("stop", "a STOP file in the run directory"))
+            requests.append(Request(Command.STOP, "a STOP file in the run directory"))
         except FileNotFoundError:
             pass
         except OSError as error:  # `mkdir STOP`: taken as meant, said once, the folder left alone
-            requests.append(Request("stop", "a STOP directory in the run directory"))
+            requests.append(Request(Command.STOP, "a STOP directory in the run directory"))
             if "STOP" not in self._said_once:
                 self._said_once.add("STOP")
                 said.append(f"{stop} is not a file ({error.strerror}): taken as a stop request; remove it to resume")
@@ -200,8 +200,8 @@ class RunDirectory:
                 if name in self._said_once:
                     continue  # could not be set aside: left as it is, read no more
                 record, owner = read_request(folder, name)
-                if isinstance(record, str) or record.get("command") not in COMMANDS:
-                    why = record if isinstance(record, str) else "names no command (pause, resume, evaluate, stop)"
+                if isinstance(record, str) or record.get("command") not in tuple(Command):
+                    why = record if isinstance(record, str) else f"names no command ({', '.join(Command)})"
                     try:
                         os.rename(name, f".refused-{name}", src_dir_fd=folder, dst_dir_fd=folder)
                         said.append(f"request {CONTROL_DIR}/{name} {why}: set aside as {CONTROL_DIR}/.refused-{name}")
@@ -212,7 +212,8 @@ class RunDirectory:
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=folder)
-                requests.append(Request(record["command"], sender_text(str(record.get("sender", "attach")), owner)))
+                sender = sender_text(str(record.get("sender", "attach")), owner)
+                requests.append(Request(Command(record["command"]), sender))
         finally:
             os.close(folder)
         return requests, said
