@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, TextIO
 from alexnet_tui.config import TrainConfig, recipe_text
 from alexnet_tui.engine import Control, StoppedBeforeStart
 from alexnet_tui.engine import events as ev
-from alexnet_tui.metrics import NoticeBacklog, RunFiles
+from alexnet_tui.metrics import RunFiles
 from alexnet_tui.paths import printable
 from alexnet_tui.processes import start_worker_processes
-from alexnet_tui.safe_files import open_appending
 
 if TYPE_CHECKING:
     from alexnet_tui.engine.training_state import RunOutcome
@@ -35,16 +34,17 @@ def format_epoch(event: ev.EpochEnd) -> str:
 
 
 class LineReporter:
-    """Prints the run as the tutorial did, plus where things are; also copies every line to train.log.
-    When the terminal goes away (an SSH connection dropped: writes fail with EIO) it goes quiet
-    and the run goes on, logging to train.log."""
+    """Prints the run as the tutorial did, plus where things are; also hands every line to `log`
+    (RunFiles.write_line: train.log). When the terminal goes away (an SSH connection dropped: writes
+    fail with EIO) it goes quiet and the run goes on, logging to train.log."""
 
-    def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, live: bool | None = None, log: Callable[[str], None] | None = None
+    ) -> None:
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live
         self.terminal_gone = False
-        self.log: TextIO | None = None
-        self.unlogged: list[str] = []
+        self.log = log or (lambda text: None)
         self._progress = None
         self._task = None
         self._bar_label: str | None = None
@@ -67,25 +67,13 @@ class LineReporter:
     def __repr__(self) -> str:
         return "the terminal printer"
 
-    def open_log(self, run_dir: Path) -> None:
-        if self.log is None:
-            self.log = open(open_appending(run_dir / "train.log"), "a", encoding="utf-8")  # through no link
-            self.log.writelines(text + "\n" for text in self.unlogged)  # said while preparing the run
-            self.unlogged.clear()
-            self.log.flush()
-
     def line(self, text: str) -> None:
         text = printable(text)  # a file name that is not UTF-8
         self.to_terminal(text)
-        if self.log is not None:
-            self.log.write(text + "\n")
-            self.log.flush()
-        else:
-            self.unlogged.append(text)
+        self.log(text)
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.RunStarted):
-            self.open_log(Path(event.run_dir))
             data = event.dataset
             self.line(f"run directory: {event.run_dir}")
             self.line(f"device: {event.device}, mixed precision: {event.amp}")
@@ -126,9 +114,7 @@ class LineReporter:
         elif isinstance(event, ev.Failed):
             self._stop_bar()
             self.to_terminal(f"alexnet-tui: training failed: {event.message}", sys.stderr)
-            if self.log is not None:
-                self.log.write(f"training failed: {event.message}\n{event.details}")
-                self.log.flush()
+            self.log(f"training failed: {event.message}\n{event.details}".rstrip("\n"))
 
     def _start_bar(self, label: str, total: int) -> None:
         self._stop_bar()
@@ -198,8 +184,6 @@ class LineReporter:
 
     def close(self) -> None:
         self._stop_bar()
-        if self.log is not None:
-            self.log.close()
 
 
 def run_headless(config: TrainConfig) -> int:
@@ -221,19 +205,12 @@ def run_headless(config: TrainConfig) -> int:
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if config.data != "demo":  # the demo set is in memory: no loader workers, no scan
         start_worker_processes()  # before any loader or pool, so they inherit the blocked stop signals
-    reporter = LineReporter()
-    backlog = NoticeBacklog()
-    trainer = Trainer(config, [reporter, backlog], control)
-    files: RunFiles | None = None
+    files = RunFiles(text_log=True)  # under torchrun only rank 0 speaks: the others' write nothing
+    reporter = LineReporter(log=files.write_line)
+    trainer = Trainer(config, [reporter, files], control)
     try:
-        if trainer.ranks.main:  # under torchrun only rank 0 prints and writes files
+        if trainer.ranks.main:
             reporter.to_terminal(f"preparing data: {config.data} ...")
-        trainer.prepare()
-        run_dir = trainer.position().run_dir
-        if run_dir is not None:
-            files = RunFiles(run_dir, backlog.take())
-            for subscriber in files.subscribers:
-                trainer.subscribe(subscriber)
         outcome = trainer.fit()
     except StoppedBeforeStart as stop:
         reporter.to_terminal(f"alexnet-tui: stopped before training began ({stop}); nothing to save", sys.stderr)
@@ -244,8 +221,7 @@ def run_headless(config: TrainConfig) -> int:
     finally:
         trainer.close()
         reporter.close()
-        if files is not None:
-            files.close()
+        files.close()
         for number, handler in previous.items():
             signal.signal(number, handler)
     return exit_code(outcome, received)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
-from alexnet_tui.engine.events import Event, Notice
+from alexnet_tui.engine.events import Event, Progress, RunPrepared
 from alexnet_tui.safe_files import open_appending
 
 
@@ -65,37 +66,74 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 class RunFiles:
-    """What a run writes beside its checkpoints as it goes: metrics.jsonl, and TensorBoard event
-    files when the optional extra is installed. The headless runner and the TUI both use it."""
+    """What a run writes beside its checkpoints as it goes: metrics.jsonl, TensorBoard's event files
+    (with the optional extra) and, for a driver that prints lines, train.log. The headless runner and
+    the TUI subscribe it from the start: what is said before the run folder exists (prepare: which
+    ImageNet weights, what --freeze trains) is kept, and written once RunPrepared names the folder."""
 
-    def __init__(self, run_dir: Path, earlier: Iterable[Event] = ()) -> None:
-        from alexnet_tui.tensorboard import tensorboard_writer
+    def __init__(self, text_log: bool = False) -> None:
+        self.text_log = text_log  # train.log: the headless runner's lines (the TUI's after a hangup)
+        self.run_dir: Path | None = None
+        self.writers: list[Callable[[Event], None]] = []
+        self.closers: list[Callable[[], None]] = []
+        self.log: TextIO | None = None
+        self._early: list[Event] = []
+        self._early_lines: list[str] = []
 
-        self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
-        self.tensorboard = tensorboard_writer(run_dir)
-        self.subscribers: list = [self.metrics] + ([self.tensorboard] if self.tensorboard else [])
-        for event in earlier:
-            for subscriber in self.subscribers:
-                subscriber(event)
-
-    def close(self) -> None:
-        self.metrics.close()
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-
-
-class NoticeBacklog:
-    """A subscriber keeping the notices said before the run folder exists (prepare: which ImageNet
-    weights, verified or not, what --freeze trains), for RunFiles to write once it does."""
-
-    def __init__(self) -> None:
-        self.notices: list[Notice] | None = []
+    def __repr__(self) -> str:
+        return f"the run's files in {self.run_dir}"
 
     def __call__(self, event: Event) -> None:
-        if self.notices is not None and isinstance(event, Notice):
-            self.notices.append(event)
+        if isinstance(event, RunPrepared) and self.run_dir is None:
+            self._open(Path(event.run_dir))
+        if self.run_dir is None:
+            if not isinstance(event, Progress):  # a bar's moves are news only while they happen
+                self._early.append(event)
+            return
+        for writer in self.writers:
+            writer(event)
 
-    def take(self) -> list[Notice]:
-        """The notices so far; later ones are not kept (RunFiles has them from then on)."""
-        notices, self.notices = self.notices or [], None
-        return notices
+    def _open(self, run_dir: Path) -> None:
+        from alexnet_tui.tensorboard import tensorboard_writer
+
+        self.run_dir = run_dir
+        metrics = MetricsWriter(run_dir / "metrics.jsonl")
+        self.writers, self.closers = [metrics], [metrics.close]
+        if (tensorboard := tensorboard_writer(run_dir)) is not None:
+            self.writers.append(tensorboard)
+            self.closers.append(tensorboard.close)
+        if self.text_log:
+            self._open_log()
+        early, self._early = self._early, []
+        for event in early:
+            for writer in self.writers:
+                writer(event)
+
+    def keep_text_log(self) -> None:
+        """From now on train.log too (the TUI's terminal hung up: the run goes on headless)."""
+        self.text_log = True
+        if self.run_dir is not None:
+            self._open_log()
+
+    def _open_log(self) -> None:
+        if self.log is None and self.run_dir is not None:
+            self.log = open(open_appending(self.run_dir / "train.log"), "a", encoding="utf-8")  # through no link
+            early, self._early_lines = self._early_lines, []
+            for text in early:
+                self.write_line(text)
+
+    def write_line(self, text: str) -> None:
+        """A line of train.log (kept until the folder exists)."""
+        if self.log is not None:
+            self.log.write(text + "\n")
+            self.log.flush()
+        elif self.text_log:
+            self._early_lines.append(text)
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+        self.closers = []
+        if self.log is not None:
+            self.log.close()
+            self.log = None

@@ -51,6 +51,8 @@ class ScriptedTrainer:
             subscriber(event)
 
     def prepare(self) -> None:
+        if not self.prepared:
+            self.emit(ev.RunPrepared(str(self.run_dir), time=0))
         self.prepared = True
 
     def position(self) -> RunPosition:
@@ -60,10 +62,12 @@ class ScriptedTrainer:
         pass
 
     def evaluate_now(self, split: str = "val"):
+        self.prepare()
         self.emit(ev.EvaluationEnd(split, 0.5, 0.75, 60, None, True, time=0))
         self.emit(ev.StateChanged(RunState.IDLE, time=0))
 
     def fit(self) -> RunOutcome:
+        self.prepare()
         if self.fail_with is not None:
             raise self.fail_with
         self.emit(

@@ -21,7 +21,7 @@ def test_fit_emits_the_run_and_writes_checkpoints(tmp_path):
     trainer = Trainer(tiny_config(tmp_path), [events.append])
     assert trainer.fit() is RunOutcome.FINISHED
     sequence = names(events)
-    assert sequence[:2] == ["state", "run_started"] and events[0].state is RunState.PREPARING
+    assert sequence[:3] == ["state", "run_prepared", "run_started"] and events[0].state is RunState.PREPARING
     assert sequence[-2:] == ["finished", "state"] and events[-1].state is RunState.FINISHED
     batches = [e for e in events if isinstance(e, ev.BatchEnd)]
     train_images = len(trainer.data.train)

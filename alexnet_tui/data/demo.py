@@ -103,7 +103,7 @@ def demo_index(reference: str, split: str, settings: Mapping[str, Any] | None) -
     """The demo set's index of the image a report calls `reference` ("#33": the 34th image of the
     run's `split` split); None when it is not such a name or `settings` cannot place it. The split
     is drawn again with torch's generator: reports record the answer, so viewers need not."""
-    from alexnet_tui.data.loading import split_indices
+    from alexnet_tui.data.split import split_indices
 
     found = _REFERENCE.fullmatch(str(reference).strip())
     placed = _placing(settings)

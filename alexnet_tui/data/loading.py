@@ -6,13 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch.utils.data import Dataset
 
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.data.demo import DEMO_CLASSES, demo_tensors
 from alexnet_tui.data.images import FolderImages, TensorImages, cache_path, split_variants
 from alexnet_tui.data.scan import Progress, samples_fingerprint, scan_folder
+from alexnet_tui.data.split import split_indices
 from alexnet_tui.errors import UsageError
 from alexnet_tui.paths import cache_dir
 
@@ -42,24 +42,6 @@ class DataBundle:
             "test": len(self.test) if self.test is not None else 0,
             "skipped": len(self.skipped),
         }
-
-
-def split_indices(labels: list[int], val_split: float, test_split: float, seed: int) -> tuple[list[int], ...]:
-    """A seeded, per-class split: `val_split` of each class is held out from training and
-    `test_split` of the held-out part is kept for the final report, never for model selection."""
-    generator = torch.Generator().manual_seed(seed)
-    train: list[int] = []
-    val: list[int] = []
-    test: list[int] = []
-    for label in sorted(set(labels)):
-        members = [i for i, value in enumerate(labels) if value == label]
-        order = [members[i] for i in torch.randperm(len(members), generator=generator).tolist()]
-        held_out = min(len(order) - 1, max(1, round(len(order) * val_split)))
-        tested = round(held_out * test_split) if held_out > 1 else 0
-        test += order[:tested]
-        val += order[tested:held_out]
-        train += order[held_out:]
-    return sorted(train), sorted(val), sorted(test)
 
 
 def load_data(

@@ -58,6 +58,14 @@ class RunStarted(Event):
 
 
 @dataclass
+class RunPrepared(Event):
+    """The run's folder is claimed (said once per prepare): its files may be written from now on."""
+
+    name: ClassVar[str] = "run_prepared"
+    run_dir: str
+
+
+@dataclass
 class EpochStarted(Event):
     name: ClassVar[str] = "epoch_started"
     epoch: int

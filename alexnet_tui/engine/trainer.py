@@ -85,6 +85,7 @@ class Trainer:
             self.boundary = Boundary(self.control, self.ranks, run.device, run.run_dir, self.emit)
             self.checkpoints = RunCheckpoints(run, self.emit)
             self.run = run
+            self.emit(ev.RunPrepared(str(run.run_path)))
         return self.run
 
     @property

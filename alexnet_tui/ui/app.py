@@ -28,7 +28,7 @@ from alexnet_tui.engine.remote import RemoteControl
 from alexnet_tui.engine.run_dir import STOP_FILE
 from alexnet_tui.errors import UsageError
 from alexnet_tui.headless import LineReporter
-from alexnet_tui.metrics import NoticeBacklog, RunFiles
+from alexnet_tui.metrics import RunFiles
 from alexnet_tui.processes import start_worker_processes
 from alexnet_tui.ui.leaving import Leaving
 from alexnet_tui.ui.model_summary import ModelSummary, guess_classes
@@ -108,7 +108,6 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         )
         self.trainer: Trainer | None = None
         self.run_files: RunFiles | None = None  # metrics.jsonl (and TensorBoard) of the run trained here
-        self.backlog = NoticeBacklog()  # what the trainer says before its run folder exists, for run_files
         # The worker appends, the UI drains on a timer: the trainer never waits for the screen.
         self.pending: deque[ev.Event] = deque()
         self.dataset_text = "data: not loaded yet"
@@ -191,13 +190,6 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
     def run_engine(self, task: str) -> None:
         trainer = self.trainer
         assert trainer is not None
-        if not trainer.position().prepared:
-            trainer.prepare()
-            run_dir = trainer.position().run_dir
-            assert run_dir is not None
-            self.run_files = RunFiles(run_dir, self.backlog.take())
-            for subscriber in self.run_files.subscribers:
-                trainer.subscribe(subscriber)
         if task == "fit":
             self.engine_outcome = trainer.fit()
         else:
@@ -310,8 +302,8 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             self.run_files.close()
             self.run_files = None
         self.config = config
-        self.backlog = NoticeBacklog()
-        self.trainer = self.trainer_factory(config, [self.engine_event, self.backlog], self.control)
+        self.run_files = RunFiles()  # written from when the trainer names its folder
+        self.trainer = self.trainer_factory(config, [self.engine_event, self.run_files], self.control)
 
     def show_live(self) -> None:
         """The tables replace the settings form once a run or an evaluation starts."""

@@ -82,11 +82,11 @@ class Leaving(Base):
         process, headless, logging to RUN_DIR/train.log beside metrics.jsonl; the screen closes."""
         terminal.detach_from_terminal()
         self.hung_up = True
-        run_dir = self.trainer.position().run_dir if self.trainer is not None else None
         if self.state.busy and self.attached is None and self.trainer is not None:
-            self.hangup_log = LineReporter(open(os.devnull, "w"), live=False)
-            if run_dir is not None:  # still preparing: the log opens itself when the run starts
-                self.hangup_log.open_log(run_dir)
+            files = self.run_files
+            assert files is not None
+            files.keep_text_log()  # still preparing: train.log opens with the run folder
+            self.hangup_log = LineReporter(open(os.devnull, "w"), live=False, log=files.write_line)
             self.hangup_log.line(f"the terminal hung up; the run goes on headless (pid {os.getpid()})")
             self.trainer.subscribe(self.hangup_log)
             self.exit(None)  # run_app waits for the engine and returns its exit code
