@@ -104,7 +104,9 @@ async def test_the_attached_screen_steers_the_run(live_run):
     live_run.wait(lambda: any(isinstance(e, ev.BatchEnd) for e in live_run.events), "training")
     app = AlexNetApp(TrainConfig(), attach=live_run.path)
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
-        await wait_for(pilot, lambda: app.state == RunState.TRAINING and app.catching_up is False, timeout=30)
+        await wait_for(
+            pilot, lambda: app.state == RunState.TRAINING and app.run_screen.catching_up is False, timeout=30
+        )
         await pilot.press("p")
         await wait_for(pilot, lambda: app.state == RunState.PAUSED, timeout=30)
         assert any("pause requested by" in n.message for n in app._notifications)
@@ -146,7 +148,9 @@ async def test_a_long_history_is_on_screen_on_attach(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     app = AlexNetApp(TrainConfig(), attach=run, read_only=True)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: not app.catching_up and app.query_one("#epochs", DataTable).row_count == 10, 30)
+        await wait_for(
+            pilot, lambda: not app.run_screen.catching_up and app.query_one("#epochs", DataTable).row_count == 10, 30
+        )
         assert app.query_one(BatchTable).row_count == 200  # the newest rows; all are in the file
         table = app.query_one(BatchTable)
         assert table.get_row_at(199)[1] == "1000/1000"

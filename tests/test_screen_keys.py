@@ -16,8 +16,7 @@ from tests.test_ui import PacedTrainer, rows, wait_for
 
 
 @pytest.fixture
-def paced_trainer(monkeypatch):
-    monkeypatch.setattr("alexnet_tui.engine.trainer.REPORT_INTERVAL_S", 0.0)  # an event per batch
+def paced_trainer():
     return PacedTrainer
 
 
@@ -67,14 +66,14 @@ async def test_a_run_folder_typed_on_the_charts_tab_opens_no_download(tmp_path, 
 async def test_keys_say_at_once_what_they_asked_until_the_run_gets_there(tmp_path, paced_trainer):
     app = AlexNetApp(tiny_config(tmp_path, epochs=2), trainer_factory=paced_trainer)
     shown: list[str] = []  # every header the screen showed, in order
-    update_status = app.update_status
+    update_status = app.run_screen.update_status
 
     def recorded() -> None:
         update_status()
         if not shown or shown[-1] != status(app):
             shown.append(status(app))
 
-    app.update_status = recorded
+    app.run_screen.update_status = recorded
 
     def said_before(asked: str, reached: str) -> bool:
         words = [line.split(" |")[0] for line in shown]

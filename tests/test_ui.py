@@ -1,9 +1,11 @@
 import asyncio
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Input, RichLog
 
 from alexnet_tui.config import TrainConfig
@@ -14,11 +16,18 @@ from tests.fake_trainer import PacedTrainer, ScriptedTrainer
 
 
 async def wait_for(pilot, condition, timeout: float = 120) -> None:
-    for _ in range(int(timeout / 0.1)):
-        if condition():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError("condition not met in time")
+    """Until `condition()` holds, by a deadline: a state or an event, never a fixed pause. A widget not
+    there yet (the run screen composes after the app is ready) is not there yet, not a failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except NoMatches:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.05)
 
 
 def rows(app: AlexNetApp, table: str = "#batches") -> int:
@@ -255,14 +264,14 @@ async def test_the_charts_tab_draws_what_came_after_its_last_redraw(monkeypatch)
     paused or ended right after a redraw) is drawn by the once-a-second panel update."""
     from alexnet_tui.engine import events as ev
 
-    monkeypatch.setattr("alexnet_tui.ui.run_display.CHARTS_REDRAW_S", 3600.0)
+    monkeypatch.setattr("alexnet_tui.ui.run_screen.CHARTS_REDRAW_S", 3600.0)
     app = scripted_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("s")
         await wait_for(pilot, lambda: app.state == "finished")
         await pilot.press("3")
         await wait_for(pilot, lambda: "best: epoch 2" in str(app.query_one("#chart-loss Label").render()))
-        app.pending.append(ev.EpochEnd(3, 3, 0.5, 0.9, 0.25, 0.95, 40.0, 12.0, True))
+        app.run_screen.pending.append(ev.EpochEnd(3, 3, 0.5, 0.9, 0.25, 0.95, 40.0, 12.0, True))
         await wait_for(pilot, lambda: "best: epoch 3" in str(app.query_one("#chart-loss Label").render()), 3)
 
 
@@ -410,7 +419,9 @@ async def test_resume_shows_the_run_so_far_before_it_goes_on(finished_run, tmp_p
     config = tiny_config(tmp_path, out=None, resume=str(finished_run), epochs=3)
     app = AlexNetApp(config, trainer_factory=ScriptedTrainer)
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
-        await wait_for(pilot, lambda: app.query_one("#epochs", DataTable).row_count >= 2 and not app.catching_up)
+        await wait_for(
+            pilot, lambda: app.query_one("#epochs", DataTable).row_count >= 2 and not app.run_screen.catching_up
+        )
         status = str(app.query_one("#status").render())
         assert "FINISHED" in status and str(finished_run) in status and "not started" not in status
         assert not app._notifications  # the history's best checkpoints are not news

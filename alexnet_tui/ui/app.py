@@ -1,8 +1,12 @@
-"""The Textual training console: the same engine as --no-ui, in a thread worker, steered by keys."""
+"""The Textual training console: the same engine as --no-ui, in a thread worker, steered by keys.
+
+The app owns the keys and how the console ends; the run's screen (run_screen.py) owns what is shown,
+and LocalRun (local_run.py) the engine trained in this process."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -11,12 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, ScrollableContainer, Vertical
-from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import Input, TabbedContent
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from alexnet_tui.config import TrainConfig
@@ -27,38 +29,20 @@ from alexnet_tui.engine.follow import CaughtUp, RunFollower
 from alexnet_tui.engine.remote import RemoteControl
 from alexnet_tui.engine.run_dir import STOP_FILE
 from alexnet_tui.errors import UsageError
-from alexnet_tui.headless import LineReporter
-from alexnet_tui.metrics import RunFiles
+from alexnet_tui.headless import EXIT_SIGNAL
 from alexnet_tui.processes import start_worker_processes
-from alexnet_tui.ui.leaving import Leaving
-from alexnet_tui.ui.model_summary import ModelSummary, guess_classes
-from alexnet_tui.ui.run_display import Request, RunDisplay
-from alexnet_tui.ui.screens import DownloadOffer, DownloadProgress, HelpScreen
-from alexnet_tui.ui.widgets.charts import TrainingCharts
-from alexnet_tui.ui.widgets.predict import PredictPane
-from alexnet_tui.ui.widgets.reflow_log import ReflowLog
-from alexnet_tui.ui.widgets.report import ReportPane
+from alexnet_tui.ui import terminal
+from alexnet_tui.ui.leaving import farewell
+from alexnet_tui.ui.local_run import ENGINE_GROUP, LocalRun, TrainerFactory, real_trainer
+from alexnet_tui.ui.run_screen import Request, RunScreen
+from alexnet_tui.ui.screens import ConfirmQuit, DownloadOffer, DownloadProgress, HelpScreen
 from alexnet_tui.ui.widgets.settings import SettingsForm
-from alexnet_tui.ui.widgets.system import SystemPanel
-from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
 
 if TYPE_CHECKING:
-    from alexnet_tui.engine import RunOutcome, Trainer
-
-REFRESH_HZ = 10  # the screen follows the engine at most this often, however fast batches come
-LOG_LINES = 2000  # the Log tab keeps the newest lines; the whole run is in metrics.jsonl
-
-TrainerFactory = Callable[[TrainConfig, list[ev.Subscriber], Control], "Trainer"]
+    from alexnet_tui.engine import Trainer
 
 
-def real_trainer(config: TrainConfig, subscribers: list[ev.Subscriber], control: Control) -> Trainer:
-    """The engine, imported when a run starts here: a screen on another process's run never loads torch."""
-    from alexnet_tui.engine.trainer import Trainer
-
-    return Trainer(config, subscribers, control)
-
-
-class AlexNetApp(RunDisplay, Leaving, App[int]):
+class AlexNetApp(App[int]):
     """One app for the CLI, the screenshots and the tests; `trainer_factory` lets tests script the engine."""
 
     CSS_PATH = "app.tcss"
@@ -81,8 +65,6 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         Binding("6", "show_tab('log')", "Log", show=False),
     ]
 
-    state: reactive[RunState] = reactive(RunState.IDLE)  # watch_state refreshes the footer's keys
-
     def __init__(
         self,
         config: TrainConfig,
@@ -96,105 +78,53 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         if attach is None:  # a screen on another process's run trains nothing here
             start_worker_processes()
         super().__init__()
-        self.capture_stderr = capture_stderr  # a real terminal run, not a test or a screenshot
         self.attached = attach  # a run directory another process is running: follow and steer it
         self.read_only = read_only  # `watch`: follow only (x still leaves a STOP file)
-        self.catching_up = attach is not None  # no toasts for the history read on attach
         self.config = config
-        self.trainer_factory = trainer_factory
         # One control contract: the engine's own here, request files for a run attached to.
         self.control: Control | RemoteControl = (
             RemoteControl(attach) if attach is not None and not read_only else Control()
         )
-        self.trainer: Trainer | None = None
-        self.run_files: RunFiles | None = None  # metrics.jsonl (and TensorBoard) of the run trained here
-        # The worker appends, the UI drains on a timer: the trainer never waits for the screen.
-        self.pending: deque[ev.Event] = deque()
-        self.dataset_text = "data: not loaded yet"
-        self.device_text = config.device
-        self.run_dir: Path | None = attach
+        # The engine's thread (or the follower) appends, the screen drains on a timer: the trainer never
+        # waits for the screen.
+        pending: deque[ev.Event] = deque()
+        self.run_screen = RunScreen(config, pending, attach, read_only, capture_stderr)
+        self.engine = LocalRun(self, trainer_factory, self.control, pending)  # type: ignore[arg-type]
         self.quit_code: int | None = None  # set when a quit waits for the run to stop and save
-        self.hung_up = False
-        self.hangup_log: LineReporter | None = None
-        self.engine_outcome: RunOutcome | None = None
-        self.progress_task, self.progress_started = "", 0.0  # the long step on the epoch bar, if any
-        self.latest_rate: float | None = None
-        self.latest_wait: float | None = None
-        self.charts_drawn = 0.0  # monotonic time of the last redraw of the Charts tab
-        self.footer_keys: tuple[bool | None, ...] = ()  # what check_action said at the last footer refresh
         self.loop: asyncio.AbstractEventLoop | None = None
         self.early_signals: list[int] = []  # arrived before the screen was up; served on mount
-        self.request: Request | None = None  # a key's request the run has not reached yet (STOPPING...)
-        self.summary = ModelSummary(self)  # the Model tab's table
         self.new_run_setup = False  # after a finish, s showed the form: the next s starts a new run
-        self.latest_batch: ev.BatchEnd | None = None  # where the epoch bar goes back to after a validation
-        self.hidden_log: deque[str] = deque(maxlen=LOG_LINES)  # written while the Log tab was hidden
 
-    # ---- layout -------------------------------------------------------------------------------
-    def compose(self) -> ComposeResult:
-        yield Static(id="status")
-        with TabbedContent(initial="train"):
-            with TabPane("Train", id="train"):
-                with Horizontal(id="setup"):
-                    yield SettingsForm(self.config)
-                    with ScrollableContainer(id="setup-summary"):
-                        yield Static("computing the model summary...", classes="summary", id="side-summary")
-                with Vertical(id="live"):
-                    yield BatchTable()
-                    yield EpochTable()
-            with TabPane("Model", id="model"), ScrollableContainer(id="model-scroll"):
-                yield Static("computing the model summary...", classes="summary")
-            with TabPane("Charts", id="charts-tab"), ScrollableContainer(id="charts-scroll"):
-                yield TrainingCharts()
-                yield SystemPanel(id="system")
-            with TabPane("Predict", id="predict"):
-                yield PredictPane()
-            with TabPane("Report", id="report"):
-                yield ReportPane()
-            with TabPane("Log", id="log"):
-                yield ReflowLog(id="log-view", max_lines=LOG_LINES)
-        with Horizontal(id="progress"):
-            yield Label("epoch", classes="progress-label", id="bar-label")
-            yield ProgressBar(total=1, id="epoch-progress", show_eta=False)
-            yield Label("run", classes="progress-label")
-            yield ProgressBar(total=1, id="run-progress", show_eta=False)
-            yield Label("", id="eta")
-        yield Footer()
+    def get_default_screen(self) -> Screen:
+        return self.run_screen
+
+    @property
+    def state(self) -> RunState:
+        """The run's state as the screen shows it (the keys are greyed by it)."""
+        return self.run_screen.state
+
+    @state.setter
+    def state(self, state: RunState) -> None:
+        self.run_screen.state = state
+
+    @property
+    def trainer(self) -> Trainer | None:
+        return self.engine.trainer
+
+    @property
+    def hung_up(self) -> bool:
+        return self.engine.hung_up
 
     def on_mount(self) -> None:
-        self.query_one("#live").display = False
-        self.set_interval(1 / REFRESH_HZ, self.drain_events)
-        self.set_interval(1.0, self.update_system)
-        self.update_system()
-        if self.attached is None:  # attached: the Model tab asks a helper process when first shown
-            self.summary.build(self.config, guess_classes(self.config), self.config.image_size)
         if self.attached is not None:
-            self.show_live()
-            self.query_one(PredictPane).run_dir = self.attached
-            self.show_saved_report(self.attached)
             self.follow_metrics(self.attached / "metrics.jsonl")
         elif self.config.resume:
-            self.show_history(Path(self.config.resume))
+            self.run_screen.show_history(Path(self.config.resume))
         self.loop = asyncio.get_running_loop()
         for number in self.early_signals:
             self.on_signal(number)
-        self.update_status()
 
     # ---- the engine ---------------------------------------------------------------------------
-    def engine_event(self, event: ev.Event) -> None:
-        """Called in the worker thread: queue only, never touch widgets here."""
-        if not self.hung_up:  # nobody will drain the queue any more
-            self.pending.append(event)
-
-    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
-    def run_engine(self, task: str) -> None:
-        trainer = self.trainer
-        assert trainer is not None
-        if task == "fit":
-            self.engine_outcome = trainer.fit()
-        else:
-            trainer.evaluate_now("val")
-
     @work(thread=True, exclusive=True, group="follow", exit_on_error=False)
     def follow_metrics(self, path: Path) -> None:
         worker = get_current_worker()
@@ -202,7 +132,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         try:
             while not worker.is_cancelled:
                 events = follower.poll()
-                self.pending.extend(events)
+                self.run_screen.pending.extend(events)
                 if not events or isinstance(events[-1], CaughtUp):
                     time.sleep(0.2)
         finally:
@@ -212,10 +142,10 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
     def worker_changed(self, message: Worker.StateChanged) -> None:
         group, state = message.worker.group, message.state
         if group == "summary" and state == WorkerState.ERROR:
-            self.log_line(f"model summary failed: {message.worker.error}")
-        if group != "engine" or state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            self.run_screen.log_line(f"model summary failed: {message.worker.error}")
+        if group != ENGINE_GROUP or state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             return
-        self.drain_events()
+        self.run_screen.drain_events()
         if state == WorkerState.ERROR:
             self.engine_failed(message.worker.error)
         if self.quit_code is not None:
@@ -226,16 +156,16 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         if isinstance(error, StoppedBeforeStart):  # the user's own stop: news, not an error
             text = f"stopped before training began ({error}); nothing to save"
             title, severity = "Stopped", "information"
-            self.trainer = None
+            self.engine.forget()
             self.control.stop_served()  # served: the next start starts
         elif isinstance(error, UsageError):
             text = str(error)
-            if self.trainer is not None and not self.trainer.position().prepared:
-                self.trainer = None  # nothing started: fix the settings and press s again
+            if self.trainer is not None and not self.engine.prepared:
+                self.engine.forget()  # nothing started: fix the settings and press s again
         else:
             text = f"{type(error).__name__}: {error}"
         self.notify(text, title=title, severity=severity, timeout=10, markup=False)
-        self.log_line(f"error: {text}")
+        self.run_screen.log_line(f"error: {text}")
         self.state = RunState.IDLE if self.trainer is None else RunState.FAILED
 
     # ---- keys ---------------------------------------------------------------------------------
@@ -267,9 +197,10 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             return
         finished = self.trainer is not None and self.state == RunState.FINISHED
         if finished and not self.new_run_setup:
-            self.show_setup()  # the settings of the next run, seen and changeable before it starts
+            self.new_run_setup = True
+            self.run_screen.show_setup()  # the settings of the next run, seen and changeable before it starts
             return
-        if self.trainer is None or finished or not self.trainer.position().prepared:
+        if self.trainer is None or finished or not self.engine.prepared:
             config = self.settings_or_notify()
             if config is None:
                 return
@@ -279,13 +210,13 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
                 self.push_screen(DownloadOffer(), self.download_choice)
                 return
             if self.trainer is not None:
-                self.clear_run_display()  # the new run's rows start on clean tables
+                self.run_screen.clear_run_display()  # the new run's rows start on clean tables
             self.new_trainer(config)
         self.new_run_setup = False
-        self.show_live()
+        self.run_screen.show_live()
         self.query_one(TabbedContent).active = "train"
         self.state = RunState.TRAINING
-        self.run_engine("fit")
+        self.engine.start("fit")
 
     def settings_or_notify(self) -> TrainConfig | None:
         """The form's settings, validated; None (and a notice saying why) when they are wrong."""
@@ -296,28 +227,8 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             return None
 
     def new_trainer(self, config: TrainConfig) -> None:
-        if self.trainer is not None:
-            self.trainer.close()  # loader workers and the old run directory's lock
-        if self.run_files is not None:
-            self.run_files.close()
-            self.run_files = None
-        self.config = config
-        self.run_files = RunFiles()  # written from when the trainer names its folder
-        self.trainer = self.trainer_factory(config, [self.engine_event, self.run_files], self.control)
-
-    def show_live(self) -> None:
-        """The tables replace the settings form once a run or an evaluation starts."""
-        self.query_one("#setup").display = False
-        self.query_one("#live").display = True
-
-    def show_setup(self) -> None:
-        """After a finish: the form again, holding the last run's settings, for the next run."""
-        self.new_run_setup = True
-        self.query_one(TabbedContent).active = "train"
-        self.query_one("#live").display = False
-        self.query_one("#setup").display = True
-        self.query_one(SettingsForm).show_hint("A new run: set what you like,\nthen s (or enter) starts it.")
-        self.set_focus(None)
+        self.config = self.run_screen.config = config
+        self.engine.new(config)
 
     def download_choice(self, choice: str | None) -> None:
         if choice == "demo":
@@ -332,7 +243,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
     def downloaded(self, done: bool | None) -> None:
         self.state = RunState.IDLE
         if done:
-            self.log_line(f"Cats vs Dogs downloaded to {default_dest()}")
+            self.run_screen.log_line(f"Cats vs Dogs downloaded to {default_dest()}")
             self.action_start()
 
     @on(Input.Submitted, "SettingsForm Input")
@@ -341,7 +252,7 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
         self.action_start()
 
     def action_leave_field(self) -> None:
-        self.focus_scroller(self.query_one(TabbedContent).active)
+        self.run_screen.focus_scroller(self.query_one(TabbedContent).active)
 
     def action_leave(self) -> None:
         """q on an attached screen: the screen closes, the run goes on."""
@@ -359,9 +270,9 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             self.notify(f"cannot leave a request in {self.attached} ({error.strerror})", title="Not sent",
                         severity="error", markup=False)  # fmt: skip
             return
-        self.log_line(said)
-        self.request = request
-        self.update_status()
+        self.run_screen.log_line(said)
+        self.run_screen.request = request
+        self.run_screen.update_status()
 
     def action_pause(self) -> None:
         if self.state == RunState.PAUSED:
@@ -379,7 +290,9 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
                 self.notify(f"cannot create {self.attached / STOP_FILE} ({error.strerror})", title="Not sent",
                             severity="error", markup=False)  # fmt: skip
                 return
-            self.log_line(f"asked the run to stop: created {self.attached / STOP_FILE}; it stops at its next batch")
+            self.run_screen.log_line(
+                f"asked the run to stop: created {self.attached / STOP_FILE}; it stops at its next batch"
+            )
             self.notify("The run will stop at its next batch and save last.pt.", title="Stop requested")
             return
         if self.state.busy:
@@ -400,9 +313,9 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
             if config is None:
                 return
             self.new_trainer(config)
-        self.show_live()
+        self.run_screen.show_live()
         self.state = RunState.EVALUATING
-        self.run_engine("evaluate")
+        self.engine.start("evaluate")
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """ctrl+p: Textual's own commands (themes, keys, screenshot) and every key of this app
@@ -424,3 +337,56 @@ class AlexNetApp(RunDisplay, Leaving, App[int]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(attached=self.attached is not None, read_only=self.read_only))
+
+    # ---- how the console ends: q, ctrl+q, SIGTERM, SIGHUP ----------------------------------------
+    async def action_quit(self) -> None:
+        """ctrl+q (Textual's own quit key) goes through the same safe path as q."""
+        self.action_quit_app()
+
+    def action_quit_app(self) -> None:
+        """q: asks first while a run is busy (stop, save, quit); an attached screen leaves the run going."""
+        if not self.state.busy or self.attached is not None:
+            self.shutdown(0)
+            return
+
+        def answered(confirmed: bool | None) -> None:
+            if confirmed:
+                self.stop_then_quit("quit", 0)
+
+        self.push_screen(ConfirmQuit(), answered)
+
+    def farewell(self) -> str | None:
+        return farewell(self.state, self.run_screen.run_dir, self.attached is not None, self.hung_up)
+
+    def stop_then_quit(self, reason: str, code: int) -> None:
+        self.quit_code = code
+        self.control.request_stop(reason)
+        self.run_screen.log_line(f"{reason}: stopping the run at the next batch boundary, then quitting...")
+
+    def on_signal(self, number: int) -> None:
+        if number == signal.SIGHUP:
+            self.on_hangup()
+        else:
+            self.on_terminate()
+
+    def on_terminate(self) -> None:
+        """SIGTERM (systemctl stop, scancel, kill): stop gracefully, save, exit 143."""
+        if self.state.busy and self.attached is None:
+            self.stop_then_quit("SIGTERM received", EXIT_SIGNAL[signal.SIGTERM])
+        else:
+            self.shutdown(EXIT_SIGNAL[signal.SIGTERM])
+
+    def on_hangup(self) -> None:
+        """SIGHUP: the terminal is gone (SSH dropped). A run in progress goes on to its end in this
+        process, headless (LocalRun.go_headless); the screen closes."""
+        terminal.detach_from_terminal()
+        if self.state.busy and self.attached is None and self.engine.go_headless():
+            self.exit(None)  # run_app waits for the engine and returns its exit code
+        else:
+            self.engine.hung_up = True
+            self.shutdown(0)
+
+    def shutdown(self, code: int) -> None:
+        self.run_screen.drain_events()
+        self.engine.close()
+        self.exit(code)

@@ -49,8 +49,8 @@ def run_app(config: TrainConfig, **options: Any) -> int:
         terminal.restore_stderr()
     if app.hung_up and result is None:
         # Textual's run returned once the engine's thread finished (asyncio waits for its executor).
-        app.release_engine()
-        return exit_code(app.engine_outcome, signals.received) if app.engine_outcome else 0
+        app.engine.close()
+        return exit_code(app.engine.outcome, signals.received) if app.engine.outcome else 0
     if result is None:
         print("alexnet-tui: the app ended abnormally", file=sys.stderr)
         return 1

@@ -7,18 +7,27 @@ import asyncio
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+from textual.css.query import NoMatches
 
 from alexnet_tui.config import TrainConfig
 from alexnet_tui.ui.app import AlexNetApp
 
 
 async def wait_for(pilot, condition, timeout: float = 600) -> None:
-    for _ in range(int(timeout / 0.1)):
-        if condition():
-            return
-        await pilot.pause(0.1)
-    raise TimeoutError("the app did not reach the expected state")
+    """Until `condition()` holds (a widget not composed yet does not hold), by a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except NoMatches:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("the app did not reach the expected state")
+        await pilot.pause(0.05)
 
 
 async def take(folder: Path) -> None:

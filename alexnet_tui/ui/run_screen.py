@@ -1,37 +1,41 @@
-"""What the screen shows of a run: engine events (from this process or metrics.jsonl) into widgets."""
+"""The run's screen: its layout, and engine events (from this process or metrics.jsonl) into widgets.
+
+The app hands it the queue the engine (or the follower of another process's run) fills; the screen
+drains it at most REFRESH_HZ a second and owns everything it shows of the run (state, request,
+folder, device, data, bars, log). The keys stay with the app, which asks the screen what it shows."""
 
 from __future__ import annotations
 
 import enum
 import time
+from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from textual.widgets import Input, Label, ProgressBar, Static, TabbedContent
+from textual.app import ComposeResult
+from textual.containers import Horizontal, ScrollableContainer, Vertical
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label, ProgressBar, Static, TabbedContent, TabPane
 
-from alexnet_tui.config import recipe_text
+from alexnet_tui.config import TrainConfig, recipe_text
 from alexnet_tui.engine import RunState
 from alexnet_tui.engine import events as ev
 from alexnet_tui.engine.follow import CaughtUp, FollowReset, MetricsFollower, RunGone
 from alexnet_tui.headless import format_epoch
 from alexnet_tui.paths import printable
 from alexnet_tui.ui import terminal
-from alexnet_tui.ui.model_summary import guess_classes
+from alexnet_tui.ui.model_summary import ModelSummary, guess_classes
 from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
 from alexnet_tui.ui.widgets.reflow_log import ReflowLog
 from alexnet_tui.ui.widgets.report import ReportPane
+from alexnet_tui.ui.widgets.settings import SettingsForm
 from alexnet_tui.ui.widgets.system import SystemPanel
 from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
 
-if TYPE_CHECKING:
-    from alexnet_tui.ui.app import AlexNetApp
-
-    Base = AlexNetApp
-else:
-    Base = object
-
-
+REFRESH_HZ = 10  # the screen follows the engine at most this often, however fast batches come
+LOG_LINES = 2000  # the Log tab keeps the newest lines; the whole run is in metrics.jsonl
 CHARTS_REDRAW_S = 0.5  # the charts follow the run less often than the tables, and only while shown
 FIELD_OF_TAB = {"predict": "#predict-path", "charts-tab": "#compare-run"}  # focused when their tab opens
 # What the arrow and page keys move on a tab with no field (and on Charts once esc leaves its field):
@@ -66,13 +70,106 @@ def show_text(widget: Static, text: str) -> None:
         widget.update(text, layout=False)
 
 
-class RunDisplay(Base):
-    """Mixed into the app: it drains the queue the engine (or the follower) fills, at most
-    REFRESH_HZ a second, and keeps the status line, tables, charts and log up to date."""
+class RunScreen(Screen):
+    """The one screen of a run trained here, attached to or watched."""
 
+    state: reactive[RunState] = reactive(RunState.IDLE)  # watch_state refreshes the footer's keys
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        pending: deque[ev.Event],
+        attached: Path | None = None,
+        read_only: bool = False,
+        capture_stderr: bool = False,
+    ) -> None:
+        super().__init__()
+        self.config = config  # the run shown (the app sets the next run's)
+        self.pending = pending  # the engine's thread (or the follower) appends; drain_events empties it
+        self.attached = attached  # a run directory another process is running
+        self.read_only = read_only  # `watch`: follow only
+        self.capture_stderr = capture_stderr  # a real terminal run, not a test or a screenshot
+        self.catching_up = attached is not None  # no toasts for the history read on attach
+        self.request: Request | None = None  # a key's request the run has not reached yet (STOPPING...)
+        self.dataset_text = "data: not loaded yet"
+        self.device_text = config.device
+        self.run_dir: Path | None = attached
+        self.progress_task, self.progress_started = "", 0.0  # the long step on the epoch bar, if any
+        self.latest_rate: float | None = None
+        self.latest_wait: float | None = None
+        self.latest_batch: ev.BatchEnd | None = None  # where the epoch bar goes back to after a validation
+        self.charts_drawn = 0.0  # monotonic time of the last redraw of the Charts tab
+        self.footer_keys: tuple[bool | None, ...] = ()  # what check_action said at the last footer refresh
+        self.hidden_log: deque[str] = deque(maxlen=LOG_LINES)  # written while the Log tab was hidden
+        self.summary: ModelSummary | None = None  # the Model tab's table, made once mounted
+
+    # ---- layout -------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        with TabbedContent(initial="train"):
+            with TabPane("Train", id="train"):
+                with Horizontal(id="setup"):
+                    yield SettingsForm(self.config)
+                    with ScrollableContainer(id="setup-summary"):
+                        yield Static("computing the model summary...", classes="summary", id="side-summary")
+                with Vertical(id="live"):
+                    yield BatchTable()
+                    yield EpochTable()
+            with TabPane("Model", id="model"), ScrollableContainer(id="model-scroll"):
+                yield Static("computing the model summary...", classes="summary")
+            with TabPane("Charts", id="charts-tab"), ScrollableContainer(id="charts-scroll"):
+                yield TrainingCharts()
+                yield SystemPanel(id="system")
+            with TabPane("Predict", id="predict"):
+                yield PredictPane()
+            with TabPane("Report", id="report"):
+                yield ReportPane()
+            with TabPane("Log", id="log"):
+                yield ReflowLog(id="log-view", max_lines=LOG_LINES)
+        with Horizontal(id="progress"):
+            yield Label("epoch", classes="progress-label", id="bar-label")
+            yield ProgressBar(total=1, id="epoch-progress", show_eta=False)
+            yield Label("run", classes="progress-label")
+            yield ProgressBar(total=1, id="run-progress", show_eta=False)
+            yield Label("", id="eta")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#live").display = False
+        self.summary = ModelSummary(self.app)
+        self.set_interval(1 / REFRESH_HZ, self.drain_events)
+        self.set_interval(1.0, self.update_system)
+        self.update_system()
+        if self.attached is None:  # attached: the Model tab asks a helper process when first shown
+            self.summary.build(self.config, guess_classes(self.config), self.config.image_size)
+        else:
+            self.show_live()
+            self.query_one(PredictPane).run_dir = self.attached
+            self.show_saved_report(self.attached)
+        self.update_status()
+
+    def show_live(self) -> None:
+        """The tables replace the settings form once a run or an evaluation starts."""
+        self.query_one("#setup").display = False
+        self.query_one("#live").display = True
+
+    def show_setup(self) -> None:
+        """After a finish: the form again, holding the last run's settings, for the next run."""
+        self.query_one(TabbedContent).active = "train"
+        self.query_one("#live").display = False
+        self.query_one("#setup").display = True
+        self.query_one(SettingsForm).show_hint("A new run: set what you like,\nthen s (or enter) starts it.")
+        self.set_focus(None)
+
+    def toast(self, message: str, **options: Any) -> None:
+        """A notification, but for what happened before the screen caught up with a run's history."""
+        if not self.catching_up:
+            self.notify(message, **options)
+
+    # ---- events -------------------------------------------------------------------------------
     def drain_events(self) -> None:
         """Apply what the engine reported since the last tick, in order, at most REFRESH_HZ a second."""
-        if not self.pending or not self.is_running:
+        if not self.pending or not self.is_mounted:
             return  # most ticks: nothing to do; and a tick while Textual takes the widgets down finds none
         batch_rows: list[ev.BatchEnd] = []
         while self.pending:
@@ -88,7 +185,7 @@ class RunDisplay(Base):
 
     def redraw_charts(self, now: bool = False) -> None:
         """The Charts tab is drawn only while it is shown, at most every CHARTS_REDRAW_S (now: at once)."""
-        if not self.is_running or self.query_one(TabbedContent).active != "charts-tab":
+        if not self.is_mounted or self.query_one(TabbedContent).active != "charts-tab":
             return
         if now or time.monotonic() - self.charts_drawn >= CHARTS_REDRAW_S:
             self.charts_drawn = time.monotonic()
@@ -103,7 +200,7 @@ class RunDisplay(Base):
             self.update_system()
         if pane == "log" and self.hidden_log:
             self.call_after_refresh(self.flush_log)  # sized now: lines wrap at the screen's width
-        if pane == "model" and self.attached is not None:
+        if pane == "model" and self.attached is not None and self.summary is not None:
             self.summary.ask_of_run(self.attached, self.config)
         if pane in FIELD_OF_TAB:
             self.query_one(FIELD_OF_TAB[pane], Input).focus()
@@ -154,7 +251,7 @@ class RunDisplay(Base):
         elif isinstance(event, RunGone):
             self.state_reached(RunState.INTERRUPTED)
             self.log_line(event.message)
-            self.notify(event.message, title="The run is gone", severity="error", timeout=30, markup=False)
+            self.toast(event.message, title="The run is gone", severity="error", timeout=30, markup=False)
         elif isinstance(event, ev.ReportWritten):
             self.query_one(ReportPane).load(Path(event.path))
         elif isinstance(event, ev.Progress):
@@ -165,8 +262,8 @@ class RunDisplay(Base):
             self.run_started(event)
         elif isinstance(event, ev.BestCheckpoint):
             # The newest supersedes the last (short epochs stacked them): queued, as toasts are.
-            self.call_later(self.drop_toasts, "New best checkpoint")
-            self.notify(f"{event.message}\n{event.path}", title="New best checkpoint", timeout=6, markup=False)
+            self.app.call_later(self.drop_toasts, "New best checkpoint")  # behind the toasts before it
+            self.toast(f"{event.message}\n{event.path}", title="New best checkpoint", timeout=6, markup=False)
             self.log_line(f"[INFO] {event.message} -> {event.path}")
         elif isinstance(event, ev.EpochEnd):
             self.query_one(EpochTable).add_epoch(event)
@@ -182,16 +279,16 @@ class RunDisplay(Base):
         elif isinstance(event, ev.Failed):
             self.show_eta(None)
             self.log_line(f"training failed: {event.message}")
-            self.notify(event.message, title="Training failed", severity="error", timeout=10, markup=False)
+            self.toast(event.message, title="Training failed", severity="error", timeout=10, markup=False)
         elif isinstance(event, ev.MachineSample):
             self.query_one(SystemPanel).show_sample(event)  # drawn by the panel's once-a-second update
         elif isinstance(event, ev.ControlAck):
             self.log_line(f"{event.command} requested by {event.sender}")
-            self.notify(f"{event.command} requested by {event.sender}", title="Request taken", markup=False)
+            self.toast(f"{event.command} requested by {event.sender}", title="Request taken", markup=False)
         elif isinstance(event, ev.Notice):
             self.log_line(event.message)
             if event.title:
-                self.notify(event.message, title=event.title, timeout=10, markup=False)
+                self.toast(event.message, title=event.title, timeout=10, markup=False)
         self.update_status()
 
     def state_reached(self, state: RunState) -> None:
@@ -226,12 +323,12 @@ class RunDisplay(Base):
         self.show_eta(None)
         if isinstance(event, ev.Stopped):
             self.log_line(f"stopped at epoch {event.epoch:02d}, batch {event.batch}; saved {event.last_checkpoint}")
-            self.notify(f"Saved {event.last_checkpoint}. Press s to go on.", title="Stopped", markup=False)
+            self.toast(f"Saved {event.last_checkpoint}. Press s to go on.", title="Stopped", markup=False)
             return
         bar = self.query_one("#run-progress", ProgressBar)
         bar.update(total=bar.total or 1, progress=bar.total or 1)
         self.log_line(f"finished in {event.seconds:.1f} s; test accuracy {event.test_acc:.5f}")
-        self.notify(f"test accuracy {event.test_acc:.5f}", title="Finished", markup=False)
+        self.toast(f"test accuracy {event.test_acc:.5f}", title="Finished", markup=False)
 
     def show_progress(self, event: ev.Progress) -> None:
         """A long step that is not training (checking images, an evaluation) on the epoch bar."""
@@ -277,24 +374,21 @@ class RunDisplay(Base):
         self.log_line(f"run directory: {event.run_dir} (device {event.device}, data {self.dataset_text})")
         self.log_line(f"recipe: {recipe_text(event.config)}")
         classes_known = self.config.num_classes or len(data["class_names"]) == guess_classes(self.config)
-        if self.attached is None and not classes_known:
+        if self.attached is None and not classes_known and self.summary is not None:
             self.summary.build(self.config, len(data["class_names"]), self.config.image_size)
-
-    def notify(self, message: str, **options: Any) -> None:
-        if not self.catching_up:
-            super().notify(message, **options)
 
     def drop_toasts(self, title: str) -> None:
         """Take down the toasts titled `title` (Textual has no public way to remove one). Called through
         the message queue, after the toasts notified before it are up."""
-        for toast in [toast for toast in self._notifications if toast.title == title]:
-            self._unnotify(toast, refresh=False)
-        self._refresh_notifications()
+        app = self.app
+        for toast in [toast for toast in app._notifications if toast.title == title]:
+            app._unnotify(toast, refresh=False)
+        app._refresh_notifications()
 
     def update_system(self) -> None:
         """Once a second while the Charts tab (where the panel is) is shown; also draws what the last
         drains left to the next chart redraw (a run that paused or ended within CHARTS_REDRAW_S)."""
-        if not self.is_running or self.query_one(TabbedContent).active != "charts-tab":
+        if not self.is_mounted or self.query_one(TabbedContent).active != "charts-tab":
             return
         self.query_one(TrainingCharts).redraw()
         device = self.device_text.split()[0] if self.run_dir is not None else self.config.device
@@ -334,7 +428,7 @@ class RunDisplay(Base):
             return
         self.update_status()
         # The footer is rebuilt only when a key's availability changes (training <-> validating does not).
-        keys = tuple(self.check_action(action, ()) for action in ("start", "pause", "stop", "evaluate"))
+        keys = tuple(self.app.check_action(action, ()) for action in ("start", "pause", "stop", "evaluate"))
         if keys != self.footer_keys:
             self.footer_keys = keys
-            self.refresh_bindings()
+            self.app.refresh_bindings()
