@@ -32,9 +32,10 @@ from alexnet_tui.errors import UsageError
 from alexnet_tui.headless import EXIT_SIGNAL
 from alexnet_tui.processes import start_worker_processes
 from alexnet_tui.ui import terminal
+from alexnet_tui.ui.keys import BINDINGS, Request, available
 from alexnet_tui.ui.leaving import farewell
 from alexnet_tui.ui.local_run import ENGINE_GROUP, LocalRun, TrainerFactory, real_trainer
-from alexnet_tui.ui.run_screen import Request, RunScreen
+from alexnet_tui.ui.run_screen import RunScreen
 from alexnet_tui.ui.screens import ConfirmQuit, DownloadOffer, DownloadProgress, HelpScreen
 from alexnet_tui.ui.widgets.settings import SettingsForm
 
@@ -48,22 +49,7 @@ class AlexNetApp(App[int]):
     CSS_PATH = "app.tcss"
     AUTO_FOCUS = None  # single-letter keys must reach the app until the user tabs into a field
     TITLE = "alexnet-tui"
-    BINDINGS = [
-        Binding("s", "start", "Start"),
-        Binding("p", "pause", "Pause/Resume"),
-        Binding("x", "stop", "Stop"),
-        Binding("e", "evaluate", "Evaluate"),
-        Binding("q", "quit_app", "Quit"),
-        Binding("q", "leave", "Leave"),  # an attached screen: the run goes on
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("escape", "leave_field", "Leave field", key_display="esc"),  # shown while a field has focus
-        Binding("1", "show_tab('train')", "Train", show=False),
-        Binding("2", "show_tab('model')", "Model", show=False),
-        Binding("3", "show_tab('charts-tab')", "Charts", show=False),
-        Binding("4", "show_tab('predict')", "Predict", show=False),
-        Binding("5", "show_tab('report')", "Report", show=False),
-        Binding("6", "show_tab('log')", "Log", show=False),
-    ]
+    BINDINGS = BINDINGS
 
     def __init__(
         self,
@@ -171,26 +157,8 @@ class AlexNetApp(App[int]):
     # ---- keys ---------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """None greys a key out in the footer: it does nothing in this state; False hides it."""
-        if action == "leave_field":
-            return isinstance(self.focused, Input) or False
-        if action in ("quit_app", "leave"):
-            return (action == "leave") == (self.attached is not None) or False
-        if self.attached is not None:
-            if action == "start":
-                return False  # a screen on another process's run never starts one
-            steer = {
-                "pause": not self.read_only and self.state.busy,
-                "evaluate": not self.read_only and self.state.busy,
-                "stop": self.state.busy,  # watch: by a STOP file; nothing to stop once the run is over
-            }
-            return True if steer.get(action, True) else None
-        allowed = {
-            "start": not self.state.busy and self.state != RunState.DOWNLOADING,
-            "pause": self.state.busy,  # while validating too: it pauses at the next batch
-            "stop": self.state.busy,
-            "evaluate": self.state != RunState.DOWNLOADING and self.state != RunState.PREPARING,
-        }
-        return True if allowed.get(action, True) else None
+        typing = isinstance(self.focused, Input)
+        return available(action, self.state, self.attached is not None, self.read_only, typing)
 
     def action_start(self) -> None:
         if not self.check_action("start", ()):

@@ -6,7 +6,6 @@ folder, device, data, bars, log). The keys stay with the app, which asks the scr
 
 from __future__ import annotations
 
-import enum
 import time
 from collections import deque
 from pathlib import Path
@@ -25,6 +24,7 @@ from alexnet_tui.engine.follow import CaughtUp, FollowReset, MetricsFollower, Ru
 from alexnet_tui.headless import format_epoch
 from alexnet_tui.paths import printable
 from alexnet_tui.ui import terminal
+from alexnet_tui.ui.keys import FIELD_OF_TAB, SCROLLER_OF_TAB, Request
 from alexnet_tui.ui.model_summary import ModelSummary, guess_classes
 from alexnet_tui.ui.widgets.charts import TrainingCharts
 from alexnet_tui.ui.widgets.predict import PredictPane
@@ -37,30 +37,6 @@ from alexnet_tui.ui.widgets.tables import BatchTable, EpochTable
 REFRESH_HZ = 10  # the screen follows the engine at most this often, however fast batches come
 LOG_LINES = 2000  # the Log tab keeps the newest lines; the whole run is in metrics.jsonl
 CHARTS_REDRAW_S = 0.5  # the charts follow the run less often than the tables, and only while shown
-FIELD_OF_TAB = {"predict": "#predict-path", "charts-tab": "#compare-run"}  # focused when their tab opens
-# What the arrow and page keys move on a tab with no field (and on Charts once esc leaves its field):
-# with no mouse over SSH, the Model summary and the machine panel below the charts are out of reach
-# at 80x24 otherwise. None of these takes a letter key.
-SCROLLER_OF_TAB = {"model": "#model-scroll", "charts-tab": "#charts-scroll", "report": "#mistakes", "log": "#log-view"}
-
-
-class Request(enum.Enum):
-    """A key's request that the run takes at its next batch boundary: said on the header at once."""
-
-    PAUSE = "PAUSING"
-    RESUME = "RESUMING"
-    STOP = "STOPPING"
-    EVALUATE = "evaluation requested"
-
-    def reached(self, state: RunState) -> bool:
-        """Whether the run is where this request leads (a validation on the way is not a stop)."""
-        if not state.busy:
-            return True
-        if self is Request.PAUSE:
-            return state == RunState.PAUSED
-        if self is Request.RESUME:
-            return state != RunState.PAUSED
-        return False  # STOP: not busy any more; EVALUATE: its EvaluationEnd clears it
 
 
 def show_text(widget: Static, text: str) -> None:
