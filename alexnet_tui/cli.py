@@ -6,10 +6,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-from alexnet_tui.config import AMP_MODES, ARCHS, CACHE_MODES, FREEZE_MODES, SCHEDULES, TrainConfig, load_toml
+from alexnet_tui.config import ARCHS, TrainConfig, field_type, flag, load_toml, shown_default
 from alexnet_tui.errors import UsageError
 from alexnet_tui.paths import fresh_line
 
@@ -31,73 +32,17 @@ def train_parser() -> Parser:
     # default=None everywhere: only options the user typed override the TOML file and the checkpoint.
     add("--no-ui", action="store_true", help="run headless: line logs, for nohup, tmux, CI and clusters")
     add("--config", metavar="TOML", help="read settings from a TOML file (keys as below, - or _)")
-    add(
-        "--data",
-        help="image folder with one subfolder per class (or holding PetImages/), 'demo' "
-        "for the built-in generated set, or 'cats-vs-dogs' (the downloaded copy; the default)",
-    )
-    add("--epochs", type=int, help="epochs to train (default 10)")
-    add("--batch-size", type=int, help="images per batch (default 32)")
-    add("--lr", type=float, help="Adam learning rate (default 1e-4)")
-    add("--image-size", type=int, help="input side in pixels (default 227, the tutorial's; 224 for torchvision)")
-    add("--num-classes", type=int, help="output classes (default: the number of class folders)")
-    add("--val-split", type=float, help="fraction held out from training (default 0.2: an 80/20 split)")
-    add(
-        "--test-split",
-        type=float,
-        help="fraction of the held-out images kept for the final report and never "
-        "used to pick the checkpoint (default 0.5; 0 reports on the validation images)",
-    )
-    add("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    add("--workers", type=int, help="data loader processes (default: by CPU count)")
-    add("--seed", type=int, help="random seed for the split, shuffling and initial weights (default 42)")
-    add("--out", help="run directory (default runs/<timestamp>)")
-    add("--resume", metavar="RUN_DIR|last.pt", help="continue a stopped run from its last.pt")
-    add("--amp", choices=AMP_MODES, help="mixed precision (default auto: bf16 on CUDA and on CPUs with native bf16)")
-    add("--no-channels-last", dest="channels_last", action="store_false", default=None, help="keep NCHW memory layout")
-    add("--cache", choices=CACHE_MODES, help="keep decoded, resized images in a file cache (default disk)")
-    add("--limit-batches", type=int, help="at most this many batches per epoch and evaluation (quick tries)")
-    add(
-        "--no-stop-on-nan",
-        dest="stop_on_nan",
-        action="store_false",
-        default=None,
-        help="keep training when the loss becomes NaN or inf",
-    )
-    add("--demo-size", type=int, help="images in the demo set (default 600)")
-    add("--width", type=float, help="fraction of the tutorial's channels and units, for quick tries (default 1)")
-    recipe = parser.add_argument_group("beyond the tutorial's recipe (all off by default)").add_argument
-    recipe("--arch", choices=ARCHS, help="tutorial (the default) or torchvision: torchvision.models.alexnet")
-    recipe(
-        "--pretrained",
-        action="store_true",
-        default=None,
-        help="start from torchvision's ImageNet weights (downloaded once into $TORCH_HOME/hub/checkpoints); "
-        "needs --arch torchvision; images get the weights' own transforms (shorter side 256, centre crop 224)",
-    )
-    recipe("--weights", metavar="FILE", help="ImageNet weights from a file (no internet needed; implies --pretrained)")
-    recipe(
-        "--no-verify",
-        dest="verify",
-        action="store_false",
-        default=None,
-        help="use a weights file whose sha256 or size is not the published one",
-    )
-    recipe("--freeze", choices=FREEZE_MODES, help="features: train the classifier only (needs --pretrained)")
-    recipe("--augment", action="store_true", default=None, help="random resized crops and flips, on the device")
-    recipe(
-        "--schedule", choices=SCHEDULES, help="learning rate set every batch, after a warm-up (default none: constant)"
-    )
-    recipe("--warmup-epochs", type=float, help="epochs of warm-up before the schedule (default 1; fractions allowed)")
-    recipe("--weight-decay", type=float, help="decoupled weight decay: switches Adam to AdamW (default 0)")
-    recipe("--label-smoothing", type=float, help="label smoothing of the training loss (default 0)")
-    recipe("--patience", type=int, help="stop after N epochs without a better val_loss, then report on best.pt")
-    recipe(
-        "--tta",
-        action="store_true",
-        default=None,
-        help="the final evaluation averages each image's prediction with its mirror image's",
-    )
+    recipe = parser.add_argument_group("beyond the tutorial's recipe (all off by default)")
+    for item in fields(TrainConfig):  # each option as config.py declares it, once
+        meta, default = item.metadata, item.default
+        where = recipe if meta["beyond"] else parser
+        text = meta["help"] + (f" (default {shown})" if (shown := shown_default(item.name)) else "")
+        if isinstance(default, bool):
+            action = "store_false" if default else "store_true"
+            where.add_argument(flag(item.name), dest=item.name, action=action, default=None, help=text)
+        else:
+            where.add_argument(flag(item.name), dest=item.name, type=field_type(item.name), choices=meta["choices"],
+                               metavar=meta["metavar"], help=text)  # fmt: skip
     return parser
 
 

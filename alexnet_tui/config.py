@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,43 +28,130 @@ def default_image_size(data: str, arch: str) -> int:
     return DEMO_IMAGE_SIZE if data == "demo" else 227
 
 
+def option(
+    default: Any,
+    help: str,  # noqa: A002 - argparse's word
+    *,
+    doc: str | None = None,
+    shown_default: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    metavar: str | None = None,
+    beyond: bool = False,
+    recipe: bool = False,
+    identity: bool = False,
+    form: str | None = None,
+) -> Any:
+    """A TrainConfig field and everything said of it, once: the command line (cli.train_parser), the
+    docs table (options_table; docs/options.md holds it, a test keeps it so), the recipe line
+    (`recipe`: said when not the default), a resume's refusals (`identity`: changing it makes another
+    run), the TUI's form (`form`: its label) and `beyond` the tutorial's recipe."""
+    metadata = dict(help=help, doc=doc or help, shown_default=shown_default, choices=choices, metavar=metavar,
+                    beyond=beyond, recipe=recipe, identity=identity, form=form)  # fmt: skip
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a run. Defaults are the reference tutorial's recipe."""
 
-    data: str = "cats-vs-dogs"
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
-    image_size: int | None = None  # None: default_image_size (227 tutorial, 224 torchvision, 96 demo)
-    num_classes: int | None = None
-    val_split: float = 0.2
-    test_split: float = 0.5
-    device: str = "auto"
-    workers: int | None = None
-    seed: int = 42
-    out: str | None = None
-    amp: str = "auto"
-    channels_last: bool = True
-    cache: str = "disk"
-    limit_batches: int | None = None
-    stop_on_nan: bool = True
-    demo_size: int = 600
-    width: float = 1.0  # fraction of the tutorial's channels and units; 1 is the tutorial's network
-    resume: str | None = None
+    data: str = option(
+        "cats-vs-dogs",
+        "image folder with one subfolder per class (or holding PetImages/), 'demo' for the built-in generated "
+        "set, or 'cats-vs-dogs' (the downloaded copy)",
+        form="data (folder, demo, cats-vs-dogs)",
+    )
+    epochs: int = option(10, "epochs to train", form="epochs")
+    batch_size: int = option(32, "images per batch", identity=True, form="batch size")
+    lr: float = option(1e-4, "Adam learning rate", form="learning rate")
+    image_size: int | None = option(
+        None,
+        "input side in pixels: 67..1024; not 227 adds adaptive pooling to 6x6 before the classifier",
+        shown_default="227 (224 with --arch torchvision, 96 with --data demo)",
+        identity=True,
+        form="image size",
+    )
+    num_classes: int | None = option(None, "output classes", shown_default="the class folders", identity=True)
+    val_split: float = option(0.2, "fraction held out from training (0.2: an 80/20 split)", identity=True)
+    test_split: float = option(
+        0.5,
+        "fraction of the held-out images kept for the final report and never used to pick the checkpoint "
+        "(0 reports on the validation images)",
+        identity=True,
+    )
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", form="device (auto, cpu, cuda:N)")
+    workers: int | None = option(None, "data loader processes (started with forkserver)", shown_default="by CPU count")
+    seed: int = option(42, "random seed for the split, shuffling, flips and initial weights", identity=True)
+    out: str | None = option(
+        None,
+        "run directory: a new or empty folder (one holding any file is refused, untouched)",
+        shown_default="runs/<timestamp>",
+    )
+    amp: str = option(
+        "auto",
+        "mixed precision: auto is bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere",
+        choices=AMP_MODES,
+    )
+    channels_last: bool = option(True, "keep NCHW memory layout")
+    cache: str = option(
+        "disk", "keep decoded, resized images in a file cache under $XDG_CACHE_HOME/alexnet-tui", choices=CACHE_MODES
+    )
+    limit_batches: int | None = option(None, "at most this many batches per epoch and evaluation (quick tries)")
+    stop_on_nan: bool = option(True, "keep training when the loss becomes NaN or inf")
+    demo_size: int = option(600, "images in the demo set (--data demo)", identity=True)
+    width: float = option(
+        1.0, "fraction of the tutorial's channels and units, for quick tries (1 is the tutorial's network)",
+        identity=True,
+    )  # fmt: skip
+    resume: str | None = option(None, "continue a stopped run from its last.pt", metavar="RUN_DIR|last.pt")
     # Beyond the tutorial's recipe; every default below leaves it exactly as it was.
-    arch: str = "tutorial"  # or "torchvision": torchvision.models.alexnet
-    pretrained: bool = False  # ImageNet weights (torchvision's AlexNet_Weights.IMAGENET1K_V1)
-    weights: str | None = None  # a local copy of those weights (implies pretrained)
-    verify: bool = True  # check the weights file's sha256 and size
-    freeze: str = "none"  # "features": train the classifier only
-    augment: bool = False  # random resized crops and flips on the device
-    schedule: str = "none"  # learning rate per batch: none, cosine or onecycle, after a warm-up
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.0  # > 0 switches Adam to AdamW
-    label_smoothing: float = 0.0
-    patience: int | None = None  # stop after this many epochs without a better val_loss
-    tta: bool = False  # the final evaluation averages each image's and its mirror's prediction
+    arch: str = option(
+        "tutorial",
+        "tutorial, or torchvision: torchvision.models.alexnet (64-192-384-256-256 filters, 224 input)",
+        choices=ARCHS, beyond=True, recipe=True, identity=True,
+    )  # fmt: skip
+    pretrained: bool = option(
+        False,
+        "start from torchvision's ImageNet weights (downloaded once into $TORCH_HOME/hub/checkpoints); needs "
+        "--arch torchvision; images get the weights' own transforms (shorter side 256, centre crop 224)",
+        beyond=True, recipe=True, identity=True,
+    )  # fmt: skip
+    weights: str | None = option(
+        None, "ImageNet weights from a file (no internet needed; implies --pretrained)", metavar="FILE", beyond=True
+    )
+    verify: bool = option(True, "use a weights file whose sha256 or size is not the published one", beyond=True)
+    freeze: str = option(
+        "none", "features: train the classifier only (needs --pretrained)", choices=FREEZE_MODES,
+        beyond=True, recipe=True, identity=True,  # the optimizer holds state for the trainable parameters only
+    )  # fmt: skip
+    augment: bool = option(
+        False,
+        "random resized crops and flips, on the device, seeded per batch",
+        doc="random resized crops (35-100% of the area, aspect 3/4..4/3) and flips, as tensor ops on the device "
+        "from training images cached larger (256 px), so the uint8 cache serves every epoch; seeded per batch, "
+        "so a resume is exact",
+        beyond=True,
+        recipe=True,
+    )
+    schedule: str = option(
+        "none", "learning rate set every batch, after a warm-up (none: constant)", choices=SCHEDULES,
+        beyond=True, recipe=True,
+    )  # fmt: skip
+    warmup_epochs: float = option(
+        1.0, "epochs of warm-up before the schedule (fractions allowed)", beyond=True, recipe=True
+    )
+    weight_decay: float = option(
+        0.0, "decoupled weight decay: switches Adam to AdamW (fused)", beyond=True, recipe=True
+    )
+    label_smoothing: float = option(
+        0.0, "label smoothing of the training loss (val_loss is never smoothed)", beyond=True, recipe=True
+    )
+    patience: int | None = option(
+        None, "stop after N epochs without a better val_loss, then report on best.pt", beyond=True, recipe=True
+    )
+    tta: bool = option(
+        False, "the final evaluation averages each image's prediction with its mirror image's",
+        beyond=True, recipe=True,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.image_size is None:
@@ -165,8 +252,44 @@ def _checked(key: str, value: Any, source: str) -> Any:
     return float(value) if kind == "float" else value
 
 
-RECIPE_FIELDS = ("arch", "pretrained", "freeze", "augment", "schedule", "warmup_epochs", "weight_decay",
-                 "label_smoothing", "patience", "tta")  # fmt: skip
+RECIPE_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.metadata["recipe"])  # the recipe line's
+RUN_IDENTITY = tuple(f.name for f in fields(TrainConfig) if f.metadata["identity"])  # refused on resume
+
+
+def flag(name: str) -> str:
+    """The command line's spelling of a field: --no-x for one that is on by default."""
+    default = TrainConfig.__dataclass_fields__[name].default
+    return ("--no-" if default is True else "--") + name.replace("_", "-")
+
+
+def shown_default(name: str) -> str:
+    """A field's default in words ("" where there is none to show: off, on, or decided at run time)."""
+    item = TrainConfig.__dataclass_fields__[name]
+    if item.metadata["shown_default"]:
+        return item.metadata["shown_default"]
+    if item.default is None or isinstance(item.default, bool):
+        return ""
+    return f"{item.default:g}" if isinstance(item.default, float) else str(item.default)
+
+
+def field_type(name: str) -> type:
+    """int, float or str: what a field's value is read as (from the command line or the form)."""
+    return _KIND_TYPES[str(TrainConfig.__dataclass_fields__[name].type).removesuffix(" | None")]
+
+
+_KIND_TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
+
+
+def options_table(beyond: bool) -> str:
+    """The docs' table of the options (docs/options.md holds it; tests/test_cli.py checks it is this)."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for item in fields(TrainConfig):
+        if item.metadata["beyond"] != beyond:
+            continue
+        choices = item.metadata["choices"]
+        meaning = item.metadata["doc"] + (f" ({', '.join(choices)})" if choices else "")
+        rows.append(f"| `{flag(item.name)}` | {shown_default(item.name)} | {meaning} |")
+    return "\n".join(rows)
 
 
 def recipe_text(settings: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from alexnet_tui.cli import main
 from alexnet_tui.metrics import read_metrics
-from tests.conftest import TINY_ARGS
+from tests.conftest import ROOT, TINY_ARGS
 from tests.test_model import TUTORIAL_TABLE_TAIL
 
 
@@ -132,3 +132,13 @@ def test_long_steps_show_progress_in_a_log_file(tmp_path, monkeypatch, capsys, p
     assert re.search(r"^evaluating on val: \d+/\d+ ", out, re.M) and re.search(r"^evaluating on test: ", out, re.M)
     progress = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["event"] == "progress"]
     assert {r["task"] for r in progress} >= {"evaluating on val", "evaluating on test"}  # the scan precedes the file
+
+
+def test_the_docs_option_tables_are_the_ones_config_declares():
+    """Each option is declared once (config.py); docs/options.md holds the tables made from it."""
+    from alexnet_tui.config import options_table
+
+    docs = (ROOT / "docs" / "options.md").read_text()
+    for beyond in (False, True):
+        marker = f"<!-- options_table(beyond={beyond}): generated from config.py, checked by tests/test_cli.py -->\n"
+        assert marker + options_table(beyond) + "\n\n" in docs, f"regenerate docs/options.md's table (beyond={beyond})"

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alexnet_tui.config import TrainConfig
+from alexnet_tui.config import RUN_IDENTITY, TrainConfig
 from alexnet_tui.engine.checkpoint import CHECKPOINT_FORMAT, load_weights
 from alexnet_tui.engine.window import EpochTotals
 from alexnet_tui.errors import UsageError
@@ -42,20 +42,6 @@ class RunPosition:
         return self.epoch > 1 or self.batch > 0
 
 
-# Options that decide what a run is: changing one on resume would make it another run.
-RUN_IDENTITY = (
-    "seed",
-    "val_split",
-    "test_split",
-    "batch_size",
-    "image_size",
-    "width",
-    "num_classes",
-    "demo_size",
-    "arch",
-    "pretrained",
-    "freeze",  # the optimizer holds state for the trainable parameters only
-)
 NOT_COMPARED = ("out", "resume", "weights", "verify")  # the weights file is read at a run's start only
 
 

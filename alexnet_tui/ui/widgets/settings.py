@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, Label
 
-from alexnet_tui.config import TrainConfig, default_image_size
+from alexnet_tui.config import TrainConfig, default_image_size, field_type
 from alexnet_tui.errors import UsageError
 
-FIELDS: list[tuple[str, str, type]] = [
-    ("data", "data (folder, demo, cats-vs-dogs)", str),
-    ("epochs", "epochs", int),
-    ("batch_size", "batch size", int),
-    ("lr", "learning rate", float),
-    ("image_size", "image size", int),
-    ("device", "device (auto, cpu, cuda:N)", str),
+# The fields config.py gives a form label: (name, label, type).
+FIELDS = [
+    (item.name, item.metadata["form"], field_type(item.name)) for item in fields(TrainConfig) if item.metadata["form"]
 ]
 
 
